@@ -1,0 +1,119 @@
+"""Build turbows: the pure package, plus its compiled core where it can be built.
+
+The compiled core is ``src/turbows/_core_py.py`` compiled by Cython with the
+declarations in ``_speedups/_core_c.pxd``: both are copied into
+``build/cython/turbows/`` as ``_core_c.py`` and ``_core_c.pxd``, where Cython
+finds the .pxd by the module's name and applies it to the .py (aiohttp's
+pattern), so the two cores share every line.
+
+Environment switches, read at build time:
+
+- ``TURBOWS_NO_EXTENSIONS=1``: build the pure package only, compile nothing.
+- ``TURBOWS_REQUIRE_EXTENSIONS=1``: the compiled core must build; a failure
+  fails the build (wheel builds set this, so no platform wheel ships pure).
+- neither: try to compile; where that fails (no compiler, no Cython), build
+  the pure package and say so loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).parent.resolve()
+PURE_SOURCE = HERE / "src" / "turbows" / "_core_py.py"
+SPEEDUPS = HERE / "_speedups"
+# Where the copies are compiled; a package folder, so Cython names the module turbows._core_c.
+CYTHON_TREE = HERE / "build" / "cython"
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NO_EXTENSIONS = _flag("TURBOWS_NO_EXTENSIONS")
+REQUIRE_EXTENSIONS = _flag("TURBOWS_REQUIRE_EXTENSIONS")
+if NO_EXTENSIONS and REQUIRE_EXTENSIONS:
+    sys.exit("turbows: TURBOWS_NO_EXTENSIONS and TURBOWS_REQUIRE_EXTENSIONS contradict each other")
+
+# Chosen, not defaulted: see the comments in _speedups/_core_c.pxd for why
+# each holds for this code.
+COMPILER_DIRECTIVES = {
+    "language_level": 3,
+    # The module keeps no mutable global state after import; a WebSocket is
+    # driven by one event loop's thread, as in Starlette.
+    "freethreading_compatible": True,
+    "embedsignature": True,
+    # Indexing is on a 4-tuple with states the setters validate; keep the
+    # checks anyway, they cost nothing measurable.
+    "boundscheck": True,
+    "wraparound": False,
+}
+
+
+def _say(message: str) -> None:
+    print(f"turbows build: {message}", file=sys.stderr, flush=True)
+
+
+def _extensions() -> list[Extension]:
+    if NO_EXTENSIONS:
+        _say("TURBOWS_NO_EXTENSIONS is set: building the pure-Python core only")
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if REQUIRE_EXTENSIONS:
+            raise
+        _say("Cython is not installed: building the pure-Python core only")
+        return []
+    # One source, compiled beside its augmenting .pxd.
+    package = CYTHON_TREE / "turbows"
+    package.mkdir(parents=True, exist_ok=True)
+    (package / "__init__.pxd").touch()
+    shutil.copyfile(PURE_SOURCE, package / "_core_c.py")
+    shutil.copyfile(SPEEDUPS / "_core_c.pxd", package / "_core_c.pxd")
+    # The hand-written awaitables that drive the server's calls (see the file's docstring).
+    shutil.copyfile(SPEEDUPS / "_calls_c.pyx", package / "_calls_c.pyx")
+    extensions = [
+        Extension(f"turbows.{name}", [str((package / source).relative_to(HERE))])
+        for name, source in (("_core_c", "_core_c.py"), ("_calls_c", "_calls_c.pyx"))
+    ]
+    return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
+
+
+class OptionalBuildExt(build_ext):
+    """Compile the core if possible; fall back to pure unless compiling is required."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as error:  # a missing compiler surfaces as several error types
+            self._fall_back(error)
+
+    def build_extension(self, ext: Extension) -> None:
+        if self.compiler.compiler_type == "unix":  # gcc and clang; MSVC has no such warning
+            # Cython 3.3 emits __Pyx_PyAsyncGen_Fini for modules with async
+            # generators and never calls it: its one -Wall warning, not ours.
+            ext.extra_compile_args = [*ext.extra_compile_args, "-Wno-unused-function"]
+        try:
+            super().build_extension(ext)
+        except Exception as error:
+            self._fall_back(error)
+        else:
+            _say(f"compiled {ext.name}")
+
+    def _fall_back(self, error: Exception) -> None:
+        if REQUIRE_EXTENSIONS:
+            raise
+        _say(f"could not compile the speedups ({error!r}); this install uses the pure-Python core")
+
+
+setup(
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+)

@@ -1,0 +1,36 @@
+"""turbows: Starlette's WebSocket, made fast.
+
+``turbows.WebSocket`` is a subclass of ``starlette.websockets.WebSocket``
+whose state machine, message dispatch and JSON run in a compiled core
+(Cython and orjson), or in its pure-Python twin where no wheel or compiler
+was at hand. ``IMPLEMENTATION`` says which one was loaded.
+"""
+
+from __future__ import annotations
+
+from starlette.websockets import (
+    WebSocketClose,
+    WebSocketDisconnect,
+    WebSocketDisconnected,
+    WebSocketState,
+)
+
+from ._cores import CORES
+from ._exceptions import WebSocketFrameTypeError
+from ._install import install, uninstall
+
+__all__ = [
+    "IMPLEMENTATION",
+    "WebSocket",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "WebSocketDisconnected",
+    "WebSocketFrameTypeError",
+    "WebSocketState",
+    "install",
+    "uninstall",
+]
+
+#: ``"speedups"`` or ``"pure"``: which core this import loaded.
+IMPLEMENTATION: str = next(iter(CORES))
+WebSocket = CORES[IMPLEMENTATION]

@@ -1,0 +1,43 @@
+"""The one exception turbows adds to Starlette's.
+
+It lives in a plain Python module so that both cores raise the very same class.
+"""
+
+from __future__ import annotations
+
+__all__ = ["WebSocketFrameTypeError"]
+
+
+class WebSocketFrameTypeError(KeyError, ValueError):
+    """A ``receive_*`` call got a message of the other kind.
+
+    ``receive_text()`` on a binary message, ``receive_bytes()`` on a text one,
+    or ``receive_json()`` in a mode that does not match the frame. Starlette
+    raises a bare ``KeyError('text')`` for this on some servers and returns
+    ``None`` on others; turbows always raises this, naming what arrived.
+
+    It subclasses ``KeyError`` so code written against Starlette still catches
+    it, and ``ValueError`` because it is bad input, like malformed JSON.
+    """
+
+    def __init__(self, expected: str, message: object) -> None:
+        self.expected = expected
+        self.message = message
+        super().__init__(f"expected a {expected} message, but {_describe(message)} arrived")
+
+    # KeyError.__str__ quotes its argument as a dict key; this is a sentence.
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _describe(message: object) -> str:
+    if not isinstance(message, dict):
+        return f"a {type(message).__name__}"
+    message_type = message.get("type")
+    if message_type != "websocket.receive":
+        return f"a {message_type!r} message"
+    if message.get("bytes") is not None:
+        return "a binary message"
+    if message.get("text") is not None:
+        return "a text message"
+    return "a 'websocket.receive' message with neither 'text' nor 'bytes'"

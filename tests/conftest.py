@@ -1,0 +1,48 @@
+"""One fixture over every core, as multidict and propcache do.
+
+Every test that takes ``websocket_class`` runs once per core: the compiled
+``speedups`` core and the ``pure`` one. A default install must load the
+compiled core, so a missing extension fails the speedups runs rather than
+skipping them; only ``TURBOWS_NO_EXTENSIONS=1`` (a deliberately pure run)
+skips them.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from turbows._cores import CORES, NO_EXTENSIONS
+
+CORE_NAMES = ("speedups", "pure")
+
+
+def _require(core: str) -> None:
+    if core == "speedups" and NO_EXTENSIONS:
+        pytest.skip("TURBOWS_NO_EXTENSIONS is set: the compiled core is not loaded")
+    if core not in CORES:
+        pytest.fail(f"the {core} core did not load: the compiled extension is missing from this install")
+
+
+@pytest.fixture(params=CORE_NAMES)
+def core(request: pytest.FixtureRequest) -> str:
+    """The name of the core under test."""
+    _require(request.param)
+    return request.param
+
+
+@pytest.fixture
+def websocket_class(core: str) -> type:
+    """``turbows.WebSocket`` built on the core under test."""
+    return CORES[core]
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Compiled-only tests are marked; they skip only in a deliberately pure run.
+    for item in items:
+        if item.get_closest_marker("speedups") and NO_EXTENSIONS:
+            item.add_marker(pytest.mark.skip(reason="TURBOWS_NO_EXTENSIONS is set"))
