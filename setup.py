@@ -77,11 +77,13 @@ def _extensions() -> list[Extension]:
     (package / "__init__.pxd").touch()
     shutil.copyfile(PURE_SOURCE, package / "_core_c.py")
     shutil.copyfile(SPEEDUPS / "_core_c.pxd", package / "_core_c.pxd")
-    # The hand-written awaitables that drive the server's calls (see the file's docstring).
-    shutil.copyfile(SPEEDUPS / "_calls_c.pyx", package / "_calls_c.pyx")
+    # Hand-written where measurements demanded it (see each file's docstring):
+    # orjson with its exactness checks, and the awaitables that drive the server's calls.
+    for name in ("_json_c.pyx", "_json_c.pxd", "_calls_c.pyx"):
+        shutil.copyfile(SPEEDUPS / name, package / name)
     extensions = [
         Extension(f"turbows.{name}", [str((package / source).relative_to(HERE))])
-        for name, source in (("_core_c", "_core_c.py"), ("_calls_c", "_calls_c.pyx"))
+        for name, source in (("_core_c", "_core_c.py"), ("_json_c", "_json_c.pyx"), ("_calls_c", "_calls_c.pyx"))
     ]
     return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
 
@@ -96,10 +98,6 @@ class OptionalBuildExt(build_ext):
             self._fall_back(error)
 
     def build_extension(self, ext: Extension) -> None:
-        if self.compiler.compiler_type == "unix":  # gcc and clang; MSVC has no such warning
-            # Cython 3.3 emits __Pyx_PyAsyncGen_Fini for modules with async
-            # generators and never calls it: its one -Wall warning, not ours.
-            ext.extra_compile_args = [*ext.extra_compile_args, "-Wno-unused-function"]
         try:
             super().build_extension(ext)
         except Exception as error:

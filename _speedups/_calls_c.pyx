@@ -10,7 +10,8 @@ coroutine with ``PyIter_Send`` and answers its own awaiter through the
 ``am_send`` slot, so a round trip allocates nothing but the messages.
 
 No behaviour lives here. Every check, state move and conversion is a call
-into ``_core_c`` (the single source shared with the pure core); this file only
+into ``_core_c`` (the single source shared with the pure core) or, for JSON,
+``_json_c``; this file only
 sequences them around the server's ``receive`` and ``send``, in the order the
 pure core's ``async def`` methods do. The shared test suite keeps the two in
 step.
@@ -20,16 +21,9 @@ cimport cython
 from cpython.object cimport Py_TYPE, PyObject, PyTypeObject
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
-from turbows._core_c cimport (
-    WebSocketCore as _Core,
-    _bytes_of,
-    _check_mode,
-    _decode_json,
-    _raise_on_disconnect,
-    _text_of,
-    dumps_bytes,
-    dumps_text,
-)
+from turbows._core_c cimport WebSocketCore as _Core
+from turbows._core_c cimport _bytes_of, _check_mode, _raise_on_disconnect, _text_of
+from turbows._json_c cimport dumps_bytes, dumps_text, loads_bytes, loads_text
 
 cdef extern from "Python.h":
     # Python >= 3.10. PyIter_Send returns PYGEN_ERROR with an exception set.
@@ -288,7 +282,9 @@ cdef class _Call:
             return _text_of(message)
         if op == RECEIVE_BYTES:
             return _bytes_of(message)
-        return _decode_json(message, self.binary)
+        if self.binary:
+            return loads_bytes(_bytes_of(message))
+        return loads_text(_text_of(message))
 
 
 _OP_NAMES = (

@@ -9,27 +9,11 @@
 
 cimport cython
 
-# -- JSON ------------------------------------------------------------------
+# -- JSON (Starlette's calls; the compiled core's orjson path is _json_c) ---
 
-cdef object _orjson_dumps
-cdef object _orjson_loads
-cdef object _OrjsonEncodeError
-cdef object _OrjsonDecodeError
 cdef object _json_encode
 cdef object _json_loads
-cdef int _MAX_DEPTH
-cdef double _EXACT_FLOAT_LOW
-cdef double _EXACT_FLOAT_HIGH
 
-# Recursion is bounded: by _MAX_DEPTH when encoding, by orjson's own
-# 1024-level limit on what it decodes.
-@cython.locals(value_type=type, number=double)
-cdef bint _orjson_encodes_exactly(object value, int depth) except -1
-
-@cython.locals(value_type=type, number=double)
-cdef bint _orjson_decoded_exactly(object value) except -1
-
-@cython.locals(encoded=bytes)
 cpdef str dumps_text(object value)
 cpdef bytes dumps_bytes(object value)
 cpdef object loads_text(object text)

@@ -199,7 +199,9 @@ def documented_difference(
 
     ``method`` is ``receive_text``, ``receive_bytes`` or ``receive_json``;
     ``mode`` the frame kind it wants (``"text"`` or ``"binary"``);
-    ``message`` what it received (never a disconnect: those raise first).
+    ``message`` what it received. A disconnect message raises before any
+    payload is read, in both (``WebSocketDisconnect``, or ``KeyError('code')``
+    where it has no code): never mapped.
     The documented differences (README, DESIGN "Behaviour"):
 
     1. The message has no payload of the wanted kind (key absent, or None):
@@ -215,8 +217,10 @@ def documented_difference(
 
     Everything else, turbows does exactly as Starlette; so ``None``.
     """
+    if message.get("type") == "websocket.disconnect":
+        return None
     key = _FRAME_KEYS[mode]
-    if isinstance(message, dict) and message.get(key) is None:
+    if message.get(key) is None:
         if method == "receive_json":
             allowed = (KeyError, TypeError, AttributeError)
             assert isinstance(error, allowed), f"Starlette's {method} gave {result!r}/{error!r} on {message!r}"

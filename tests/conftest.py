@@ -46,3 +46,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("speedups") and NO_EXTENSIONS:
             item.add_marker(pytest.mark.skip(reason="TURBOWS_NO_EXTENSIONS is set"))
+
+
+# -- hypothesis profiles ---------------------------------------------------------
+# "default": the differential and JSON property tests run at least 1,000
+# examples each. "ci": more. Pick one with HYPOTHESIS_PROFILE.
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("default", max_examples=1000, deadline=None)
+settings.register_profile("ci", max_examples=2500, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

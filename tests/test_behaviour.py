@@ -837,7 +837,7 @@ async def test_rebinding_receive_and_send(websocket_class: type) -> None:
     # Middleware-style code swaps the callables after construction.
     for cls in (StarletteWebSocket, websocket_class):
         ws, first = make(cls, [CONNECT])
-        second = ScriptedPeer([CONNECT, text("from second")], checkpoint=anyio.lowlevel.checkpoint)
+        second = ScriptedPeer([text("from second")], checkpoint=anyio.lowlevel.checkpoint)
         await ws.accept()
         ws._receive, ws._send = second.receive, second.send
         assert await ws.receive_text() == "from second"

@@ -29,7 +29,7 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.testclient import TestClient
+from starlette.testclient import TestClient, WebSocketDenialResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
 
@@ -50,33 +50,59 @@ def outcome(action: Callable[[], Any]) -> Any:
     """What the client saw: the value, or the exception's class and details."""
     try:
         return action()
+    except WebSocketDenialResponse as exc:  # an HTTP response instead of a websocket
+        return ("WebSocketDenialResponse", exc.status_code, exc.text)
     except WebSocketDisconnect as exc:
         return ("WebSocketDisconnect", exc.code, exc.reason)
     except Exception as exc:
         return (type(exc).__name__, str(exc))
 
 
+class Recorder:
+    """ASGI wrapper keeping every message the app sends, per connection."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.connections: list[tuple[str, list[dict[str, Any]]]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        sent: list[dict[str, Any]] = []
+        self.connections.append((scope["path"], sent))
+
+        async def recording_send(message: dict[str, Any]) -> None:
+            sent.append(dict(message))
+            await send(message)
+
+        await self.app(scope, receive, recording_send)
+
+
 def run_both(app: Any, script: Callable[[TestClient], Any], websocket_class: type, backend: str) -> Any:
-    """Run ``script`` without and with install(); assert same transcript and classes."""
+    """Run ``script`` without and with install(); assert the same transcript (what
+    the client saw, what the app sent) and the classes the endpoints got."""
     results = []
     for cls in (None, websocket_class):
         SEEN.clear()
         CLOSED.clear()
+        recorder = Recorder(app)
         if cls is not None:
             turbows.install(websocket_class=cls)
         try:
-            with TestClient(app, backend=backend) as client:
+            with TestClient(recorder, backend=backend) as client:
                 transcript = script(client)
         finally:
             turbows.uninstall()
-        results.append((transcript, list(CLOSED), list(SEEN)))
-    (plain, plain_closed, plain_seen), (turbo, turbo_closed, turbo_seen) = results
+        results.append((transcript, recorder.connections, list(CLOSED), list(SEEN)))
+    (plain, plain_sent, plain_closed, plain_seen), (turbo, turbo_sent, turbo_closed, turbo_seen) = results
     assert turbo == plain
+    assert turbo_sent == plain_sent
     assert turbo_closed == plain_closed
     assert plain_seen and all(t is STARLETTE_WEBSOCKET for t in plain_seen)
     assert len(turbo_seen) == len(plain_seen)
     assert all(t is websocket_class for t in turbo_seen)
-    return turbo
+    return turbo, turbo_sent
 
 
 # WebSocketRoute with a typed path parameter
@@ -106,7 +132,7 @@ def test_websocket_route_with_typed_path_params(websocket_class: type, anyio_bac
         seen.append(outcome(lambda: client.websocket_connect("/ws/seven").__enter__()))
         return seen
 
-    transcript = run_both(rooms_app, script, websocket_class, anyio_backend)
+    transcript, _ = run_both(rooms_app, script, websocket_class, anyio_backend)
     assert transcript[0] == {"room": 7, "type": "int", "path": "/ws/7"}
     assert transcript[-1] == ("WebSocketDisconnect", 1000, "")
 
@@ -169,17 +195,19 @@ def test_websocket_endpoint_encodings(path: str, websocket_class: type, anyio_ba
                     seen.append(ws.receive_text())
                 if bad is not None:
                     ws.send({"type": "websocket.receive", bad[0]: bad[1]})
-                    seen.append(ws.receive())  # the 1003 close
 
-        seen.append(outcome(session))  # the decode error re-raised on leaving
+        seen.append(outcome(session))  # the decode error, re-raised on leaving
         return seen
 
-    transcript = run_both(endpoints_app, script, websocket_class, anyio_backend)
+    transcript, [(_, sent)] = run_both(endpoints_app, script, websocket_class, anyio_backend)
+    assert len(transcript) == len(good) + 1
     if bad is None:
         assert transcript[-1] is None
+        assert CLOSED == [1000]
     else:
-        assert transcript[-2] == {"type": "websocket.close", "code": 1003, "reason": ""}
+        assert sent[-1] == {"type": "websocket.close", "code": 1003, "reason": ""}
         assert transcript[-1][0] == "RuntimeError"
+        assert CLOSED == [1011]
 
 
 # Exceptions: a handler registered with exception_handlers, WebSocketException,
@@ -230,28 +258,32 @@ def test_exception_in_handler(trigger: str, websocket_class: type, anyio_backend
         def session() -> None:
             with client.websocket_connect("/fragile") as ws:
                 ws.send_text(trigger)
-                seen.append(outcome(ws.receive))
+                if trigger != "other":  # an unhandled error closes nothing: leave at once
+                    seen.append(ws.receive())
 
         seen.append(outcome(session))
         return seen
 
-    transcript = run_both(exceptions_app, script, websocket_class, anyio_backend)
+    transcript, [(_, sent)] = run_both(exceptions_app, script, websocket_class, anyio_backend)
     expected = {
         "value": {"type": "websocket.close", "code": 4000, "reason": "handled: bad value"},
         "policy": {"type": "websocket.close", "code": 1008, "reason": "policy says no"},
     }
     if trigger in expected:
         assert transcript == [expected[trigger], None]
+        assert len(SEEN) == (2 if trigger == "value" else 1)  # the handler got the endpoint's object
     else:
-        assert transcript[-1] == ("LookupError", "'unhandled'")
+        assert transcript == [("LookupError", "unhandled")]
+        assert sent == [{"type": "websocket.accept", "subprotocol": None, "headers": []}]
 
 
 def test_exception_middleware_connection(websocket_class: type, anyio_backend: str) -> None:
     def script(client: TestClient) -> Any:
         return [outcome(lambda: client.websocket_connect("/guarded").__enter__())]
 
-    transcript = run_both(exceptions_app, script, websocket_class, anyio_backend)
+    transcript, _ = run_both(exceptions_app, script, websocket_class, anyio_backend)
     assert transcript == [("WebSocketDisconnect", 4000, "handled: from middleware")]
+    assert len(SEEN) == 1  # ExceptionMiddleware's own WebSocket, handed to the handler
 
 
 # WebSocketClose as a route (no WebSocket object at all: unchanged)
@@ -267,7 +299,7 @@ def test_websocket_close_route(websocket_class: type, anyio_backend: str) -> Non
             seen.append(ws.receive_json())
         return seen
 
-    transcript = run_both(close_app, script, websocket_class, anyio_backend)
+    transcript, _ = run_both(close_app, script, websocket_class, anyio_backend)
     assert transcript[0] == ("WebSocketDisconnect", 4004, "gone")
 
 
@@ -323,7 +355,7 @@ def test_authentication_middleware(websocket_class: type, anyio_backend: str) ->
             seen.append(ws.receive_json())
         return seen
 
-    transcript = run_both(auth_app, script, websocket_class, anyio_backend)
+    transcript, _ = run_both(auth_app, script, websocket_class, anyio_backend)
     assert transcript[0] == {"user": "ann", "authenticated": True, "scopes": ["authenticated", "chat"]}
     assert transcript[2] == ("WebSocketDisconnect", 1000, "")
 
@@ -357,7 +389,8 @@ def test_session_middleware(websocket_class: type, anyio_backend: str) -> None:
             seen.append(ws.receive_json())
         return seen
 
-    assert run_both(session_app, script, websocket_class, anyio_backend) == [{}, "ok", {"user": "ann"}]
+    transcript, _ = run_both(session_app, script, websocket_class, anyio_backend)
+    assert transcript == [{}, "ok", {"user": "ann"}]
 
 
 def test_app_built_after_install(websocket_class: type, anyio_backend: str) -> None:

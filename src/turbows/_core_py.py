@@ -18,6 +18,10 @@ it, in its order. The code differs in shape only where that makes it fast:
   and ``_sending``, shared with ``receive()`` and ``send()``.
 - states are small integers; ``client_state`` and ``application_state``
   show them as ``WebSocketState`` members.
+- JSON: the pure core makes Starlette's own calls; the compiled core swaps in
+  orjson where its result is provably the same (``_speedups/_json_c.pyx``).
+- ``iter_*`` live in ``_iteration.py``: plain Python async generators, which
+  step the compiled core's awaitables faster than Cython's can.
 
 Write it as Python that Cython compiles well: module-level constants, no
 class attributes, ``type(x) is T`` checks, no closures.
@@ -31,139 +35,37 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, Web
 
 from ._exceptions import WebSocketFrameTypeError
 
-try:
-    import orjson
-except ImportError:  # pragma: no cover - the standard library does the work
-    orjson = None
-
 __all__ = ["WebSocketCore", "dumps_bytes", "dumps_text", "loads_bytes", "loads_text"]
 
 # --------------------------------------------------------------------------
-# JSON: orjson where its result is the standard library's, else Starlette's own call.
-
-if orjson is not None:
-    _orjson_dumps = orjson.dumps
-    _orjson_loads = orjson.loads
-    _OrjsonEncodeError = orjson.JSONEncodeError
-    _OrjsonDecodeError = orjson.JSONDecodeError
-else:  # pragma: no cover
-    _orjson_dumps = None
-    _orjson_loads = None
-    _OrjsonEncodeError = TypeError
-    _OrjsonDecodeError = ValueError
+# JSON: Starlette's own calls. The compiled core replaces these with orjson
+# where its result is provably the same (``_speedups/_json_c.pyx``); proving
+# that means walking the value, which in Python costs more than the standard
+# library's C encoder saves.
 
 # Exactly what Starlette's json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 # builds on every call, built once.
 _json_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _json_loads = json.loads
 
-# orjson refuses nesting deeper than 255 levels; deeper values (and cycles)
-# go to the standard library, which gives Starlette's result or error.
-_MAX_DEPTH = 254
-
-# orjson decodes an integer literal outside [-2**63, 2**64) as a float; every
-# such float lies outside this open interval, so a float inside it is exact.
-_EXACT_FLOAT_LOW = -9223372036854775808.0
-_EXACT_FLOAT_HIGH = 18446744073709551616.0
-
-
-def _orjson_encodes_exactly(value, depth):
-    """Whether orjson's output for ``value`` parses to what ``json.dumps``' does.
-
-    orjson accepts values the standard library rejects (enums, UUIDs,
-    dataclasses, datetimes, subclasses with their own ``items()``) and writes
-    NaN and the infinities as ``null``. So only the exact JSON types with
-    finite floats go to orjson. What orjson refuses outright (integers beyond
-    64 bits, lone surrogates, non-string keys) makes it raise, and the caller
-    falls back for that too.
-    """
-    value_type = type(value)
-    if value_type is str or value_type is int or value_type is bool or value is None:
-        return True
-    if value_type is float:
-        number = value
-        return number - number == 0.0  # NaN and the infinities give NaN
-    if depth >= _MAX_DEPTH:
-        return False
-    if value_type is dict:
-        for key, item in value.items():
-            if type(key) is not str or not _orjson_encodes_exactly(item, depth + 1):
-                return False
-        return True
-    if value_type is list or value_type is tuple:
-        for item in value:
-            if not _orjson_encodes_exactly(item, depth + 1):
-                return False
-        return True
-    return False
-
-
-def _orjson_decoded_exactly(value):
-    """Whether orjson's decoded ``value`` is what ``json.loads`` gives.
-
-    orjson's only divergence on input it accepts: integer literals beyond
-    64 bits come back as floats, where the standard library keeps them exact.
-    """
-    value_type = type(value)
-    if value_type is float:
-        number = value
-        return _EXACT_FLOAT_LOW < number < _EXACT_FLOAT_HIGH
-    if value_type is dict:
-        for item in value.values():
-            if not _orjson_decoded_exactly(item):
-                return False
-    elif value_type is list:
-        for item in value:
-            if not _orjson_decoded_exactly(item):
-                return False
-    return True
-
 
 def dumps_text(value):
-    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``, through orjson where exact."""
-    if _orjson_dumps is not None and _orjson_encodes_exactly(value, 0):
-        try:
-            encoded = _orjson_dumps(value)
-        except _OrjsonEncodeError:
-            pass  # the standard library below gives Starlette's result or error
-        else:
-            return encoded.decode("utf-8")
+    """``json.dumps(value, separators=(",", ":"), ensure_ascii=False)``."""
     return _json_encode(value)
 
 
 def dumps_bytes(value):
-    """``dumps_text(value).encode("utf-8")``, with no text in between where orjson is exact."""
-    if _orjson_dumps is not None and _orjson_encodes_exactly(value, 0):
-        try:
-            return _orjson_dumps(value)
-        except _OrjsonEncodeError:
-            pass
+    """Starlette's binary-mode ``send_json`` payload."""
     return _json_encode(value).encode("utf-8")
 
 
 def loads_text(text):
-    """``json.loads(text)``, through orjson where exact."""
-    if _orjson_loads is not None and type(text) is str:
-        try:
-            value = _orjson_loads(text)
-        except _OrjsonDecodeError:
-            pass  # NaN, 1e400, lone surrogates or bad JSON: json.loads decides
-        else:
-            if _orjson_decoded_exactly(value):
-                return value
+    """Starlette's text-mode ``receive_json`` decoding."""
     return _json_loads(text)
 
 
 def loads_bytes(data):
-    """``json.loads(data.decode("utf-8"))``, straight from the bytes where orjson is exact."""
-    if _orjson_loads is not None and type(data) is bytes:
-        try:
-            value = _orjson_loads(data)
-        except _OrjsonDecodeError:
-            pass  # invalid UTF-8 raises UnicodeDecodeError below, as in Starlette
-        else:
-            if _orjson_decoded_exactly(value):
-                return value
+    """Starlette's binary-mode ``receive_json`` decoding."""
     return _json_loads(data.decode("utf-8"))
 
 
@@ -446,26 +348,3 @@ class WebSocketCore:
                 raise self._lost()
         else:
             await self._send(message)
-
-    # -- iteration: until the client disconnects --------------------------------
-
-    async def iter_text(self):
-        try:
-            while True:
-                yield await self.receive_text()
-        except WebSocketDisconnect:
-            pass
-
-    async def iter_bytes(self):
-        try:
-            while True:
-                yield await self.receive_bytes()
-        except WebSocketDisconnect:
-            pass
-
-    async def iter_json(self, mode="text"):
-        try:
-            while True:
-                yield await self.receive_json(mode)
-        except WebSocketDisconnect:
-            pass

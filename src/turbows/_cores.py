@@ -15,6 +15,7 @@ import os
 from starlette.websockets import WebSocket as StarletteWebSocket
 
 from . import _core_py
+from ._iteration import Iteration
 
 __all__ = ["CORES", "NO_EXTENSIONS", "websocket_class"]
 
@@ -25,7 +26,7 @@ NO_EXTENSIONS = os.environ.get("TURBOWS_NO_EXTENSIONS", "") not in ("", "0")
 def websocket_class(core: type) -> type[StarletteWebSocket]:
     """Starlette's ``WebSocket`` with ``core``'s methods in front of its own."""
 
-    class WebSocket(core, StarletteWebSocket):  # type: ignore[misc, valid-type]
+    class WebSocket(Iteration, core, StarletteWebSocket):  # type: ignore[misc, valid-type]
         __doc__ = StarletteWebSocket.__doc__
 
     WebSocket.__module__ = "turbows"

@@ -85,6 +85,7 @@ CONSTRUCTION_SITES: tuple[tuple[str, str], ...] = (
 FRAMEWORK_MODULES: dict[str, tuple[str, ...]] = {
     "starlette": (
         "starlette",
+        "starlette.websockets",
         "starlette.routing",
         "starlette.endpoints",
         "starlette.middleware.exceptions",

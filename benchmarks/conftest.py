@@ -1,0 +1,45 @@
+"""Prints the in-process benchmarks' ratios: each implementation against Starlette and raw."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _medians(config: pytest.Config) -> dict[str, dict[str, float]]:
+    """operation -> implementation -> median nanoseconds per operation."""
+    session = getattr(config, "_benchmarksession", None)
+    table: dict[str, dict[str, float]] = {}
+    for bench in getattr(session, "benchmarks", []) or []:
+        info = bench.extra_info
+        if "operation" not in info or not bench.stats:
+            continue
+        per_operation = bench.stats.median / info["count"] * 1e9
+        table.setdefault(info["operation"], {})[info["implementation"]] = per_operation
+    return table
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    table = _medians(config)
+    if not table:
+        return
+    names = [name for name in ("raw", "starlette", "pure", "speedups") if any(name in row for row in table.values())]
+    write = terminalreporter.write_line
+    write("")
+    write("turbows in-process benchmarks: median ns per operation; x = times faster than Starlette; /raw = cost over raw ASGI")
+    header = f"{'operation':30s}" + "".join(f"{name:>12s}" for name in names)
+    header += "".join(f"{name + ' x':>13s}{name + ' /raw':>13s}" for name in names if name in ("pure", "speedups"))
+    write(header)
+    for operation, row in table.items():
+        line = f"{operation:30s}" + "".join(f"{row.get(name, float('nan')):12.0f}" for name in names)
+        for name in ("pure", "speedups"):
+            if name in row:
+                line += f"{row['starlette'] / row[name]:12.2f}x{row[name] / row['raw']:12.2f}x"
+        write(line)
+    output = os.environ.get("TURBOWS_BENCH_JSON")
+    if output:
+        Path(output).write_text(json.dumps(table, indent=2))
+        write(f"figures written to {output}")

@@ -1,0 +1,99 @@
+"""The end-to-end benchmark apps: raw ASGI, one WebSocket class chosen by env.
+
+``BENCH_WS=starlette|pure|speedups`` picks the class (for ``pure`` also set
+``TURBOWS_NO_EXTENSIONS=1``, as serve.py does). Routes, by path:
+
+- ``/text``: ``receive_text`` + ``send_text`` echo
+- ``/json``: ``receive_json`` + ``send_json`` echo (text frames)
+- ``/jsonbin``: the same with ``mode="binary"`` (binary frames)
+- ``/fanout``: a connection manager of the FastAPI docs' shape: every JSON
+  message received from any client is broadcast to every connection.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.websockets import WebSocket as StarletteWebSocket
+from starlette.websockets import WebSocketDisconnect
+
+CHOICE = os.environ.get("BENCH_WS", "starlette")
+if CHOICE == "starlette":
+    WebSocket = StarletteWebSocket
+else:
+    from turbows._cores import CORES
+
+    WebSocket = CORES[CHOICE]  # KeyError: that core is not in this install
+
+
+class ConnectionManager:
+    """The FastAPI docs' manager: a list of connections, broadcast to all."""
+
+    def __init__(self) -> None:
+        self.active_connections: list = []
+
+    async def connect(self, websocket) -> None:
+        await websocket.accept()
+        self.active_connections.append(websocket)
+
+    def disconnect(self, websocket) -> None:
+        self.active_connections.remove(websocket)
+
+    async def broadcast(self, message) -> None:
+        for connection in self.active_connections:
+            await connection.send_json(message)
+
+
+manager = ConnectionManager()
+
+
+async def text_echo(ws) -> None:
+    await ws.accept()
+    while True:
+        await ws.send_text(await ws.receive_text())
+
+
+async def json_echo(ws) -> None:
+    await ws.accept()
+    while True:
+        await ws.send_json(await ws.receive_json())
+
+
+async def json_binary_echo(ws) -> None:
+    await ws.accept()
+    while True:
+        await ws.send_json(await ws.receive_json(mode="binary"), mode="binary")
+
+
+async def fanout(ws) -> None:
+    await manager.connect(ws)
+    try:
+        while True:
+            await manager.broadcast(await ws.receive_json())
+    finally:
+        manager.disconnect(ws)
+
+
+ROUTES = {"/text": text_echo, "/json": json_echo, "/jsonbin": json_binary_echo, "/fanout": fanout}
+
+
+async def app(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "websocket":
+        return
+    handler = ROUTES.get(scope["path"])
+    ws = WebSocket(scope, receive, send)
+    if handler is None:
+        await ws.close(code=1008)
+        return
+    try:
+        await handler(ws)
+    except WebSocketDisconnect:
+        pass

@@ -1,0 +1,279 @@
+"""The load client: picows on uvloop, in its own process, driven by JSON lines on stdin.
+
+Each command line gets one JSON result line on stdout. Commands:
+
+- ``{"op": "echo", "url", "conns", "payload", "duration", "warmup", "server_pid"}``:
+  ``conns`` connections each doing round trips (send, wait for the echo,
+  send again) for ``warmup`` + ``duration`` seconds; only the ``duration``
+  window is counted. Result: messages/s, p50/p99 round trip, the client's CPU
+  per message and (``server_pid``) the server's CPU per message, read from
+  /proc/PID/stat at the window's edges.
+- ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid"}``:
+  ``conns`` connections to the broadcast app; connection 0 sends one JSON
+  message, waits until all ``conns`` have received it, sends the next.
+  Result: broadcasts/s, deliveries/s, p50/p99 delivery latency (send to each
+  receipt) and p50/p99 of the time until the last connection has it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import time
+from statistics import median  # noqa: F401  (kept for interactive use)
+
+import orjson
+import uvloop
+from picows import WSListener, WSMsgType, ws_connect
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from workloads import json_object  # noqa: E402
+
+TEXT = "hello, world: a short chat line"
+PAYLOADS = {
+    "text": (WSMsgType.TEXT, TEXT.encode()),
+    "json150": (WSMsgType.TEXT, orjson.dumps(json_object(150))),
+    "json4k": (WSMsgType.TEXT, orjson.dumps(json_object(4096))),
+    "jsonbin": (WSMsgType.BINARY, orjson.dumps(json_object(150))),
+}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu(pid: int | None) -> float:
+    if not pid:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+class Run:
+    def __init__(self, msg_type, payload: bytes) -> None:
+        self.msg_type, self.payload = msg_type, payload
+        self.running = True
+        self.measuring = False
+        self.count = 0
+        self.latencies: list[float] = []
+        self.outstanding = 0
+        self.drained: asyncio.Future | None = None
+        self.error: str | None = None
+        self.checked = False
+
+
+class EchoClient(WSListener):
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.sent = 0.0
+
+    def kick(self) -> None:
+        self.run.outstanding += 1
+        self.sent = time.perf_counter()
+        self.transport.send(self.run.msg_type, self.run.payload)
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport, frame) -> None:
+        now = time.perf_counter()
+        run = self.run
+        if frame.msg_type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        run.outstanding -= 1
+        if not run.checked:
+            run.checked = True
+            got = frame.get_payload_as_bytes()
+            same = got == run.payload if run.payload is PAYLOADS["text"][1] else orjson.loads(got) == orjson.loads(run.payload)
+            if frame.msg_type != run.msg_type or not same:
+                run.error = f"bad echo: {frame.msg_type} {got[:60]!r}"
+        if run.measuring:
+            run.count += 1
+            run.latencies.append(now - self.sent)
+        if run.running:
+            self.sent = now
+            run.outstanding += 1
+            transport.send(run.msg_type, run.payload)
+        elif run.outstanding == 0 and run.drained is not None and not run.drained.done():
+            run.drained.set_result(None)
+
+
+class FanoutClient(WSListener):
+    def __init__(self, run: "FanoutRun") -> None:
+        self.run = run
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            self.run.delivered(time.perf_counter())
+
+
+class FanoutRun:
+    def __init__(self, conns: int) -> None:
+        self.conns = conns
+        self.sender = None
+        self.received = 0
+        self.sent_at = 0.0
+        self.running = True
+        self.measuring = False
+        self.broadcasts = 0
+        self.deliveries: list[float] = []
+        self.completions: list[float] = []
+        self.seq = 0
+        self.idle: asyncio.Future | None = None
+        self.first: asyncio.Future | None = None
+
+    def send(self) -> None:
+        self.seq += 1
+        self.received = 0
+        message = {"type": "message", "seq": self.seq, "user": "bench", "text": "x" * 90, "ok": True}
+        self.sent_at = time.perf_counter()
+        self.sender.transport.send(WSMsgType.TEXT, orjson.dumps(message))
+
+    def delivered(self, now: float) -> None:
+        self.received += 1
+        if self.measuring:
+            self.deliveries.append(now - self.sent_at)
+        if self.received < self.conns:
+            return
+        if self.first is not None and not self.first.done():
+            self.first.set_result(None)
+        if self.measuring:
+            self.broadcasts += 1
+            self.completions.append(now - self.sent_at)
+        if self.running:
+            self.send()
+        elif self.idle is not None and not self.idle.done():
+            self.idle.set_result(None)
+
+
+async def close_all(clients) -> None:
+    for client in clients:
+        try:
+            client.transport.send_close()
+            client.transport.disconnect()
+        except Exception:
+            pass
+    for client in clients:
+        try:
+            await asyncio.wait_for(client.transport.wait_disconnected(), 2)
+        except Exception:
+            pass
+
+
+async def echo(cmd: dict) -> dict:
+    msg_type, payload = PAYLOADS[cmd["payload"]]
+    run = Run(msg_type, payload)
+    clients = []
+    for _ in range(cmd["conns"]):
+        _, client = await ws_connect(lambda: EchoClient(run), cmd["url"], max_frame_size=64 * 1024 * 1024)
+        clients.append(client)
+    for client in clients:
+        client.kick()
+    await asyncio.sleep(cmd["warmup"])
+    pid = cmd.get("server_pid")
+    s0, c0, t0 = server_cpu(pid), time.process_time(), time.perf_counter()
+    run.measuring = True
+    await asyncio.sleep(cmd["duration"])
+    run.measuring = False
+    s1, c1, t1 = server_cpu(pid), time.process_time(), time.perf_counter()
+    run.running = False
+    run.drained = asyncio.get_running_loop().create_future()
+    if run.outstanding:
+        try:
+            await asyncio.wait_for(run.drained, 5)
+        except asyncio.TimeoutError:
+            pass
+    await close_all(clients)
+    n = max(run.count, 1)
+    return {
+        "msgs": run.count,
+        "msg_per_s": run.count / (t1 - t0),
+        "p50_us": percentile(run.latencies, 0.50) * 1e6,
+        "p99_us": percentile(run.latencies, 0.99) * 1e6,
+        "client_cpu_us_per_msg": (c1 - c0) / n * 1e6,
+        "client_cpu_share": (c1 - c0) / (t1 - t0),
+        "server_cpu_us_per_msg": (s1 - s0) / n * 1e6 if pid else None,
+        "server_cpu_share": (s1 - s0) / (t1 - t0) if pid else None,
+        "error": run.error,
+    }
+
+
+async def fanout(cmd: dict) -> dict:
+    run = FanoutRun(cmd["conns"])
+    clients = []
+    for _ in range(cmd["conns"]):
+        _, client = await ws_connect(lambda: FanoutClient(run), cmd["url"])
+        clients.append(client)
+    run.sender = clients[0]
+    loop = asyncio.get_running_loop()
+    # the server registers a connection just after accepting it: retry until one broadcast reaches all
+    for _ in range(100):
+        run.first = loop.create_future()
+        run.running = False
+        run.send()
+        try:
+            await asyncio.wait_for(asyncio.shield(run.first), 0.05)
+            break
+        except asyncio.TimeoutError:
+            continue
+    await asyncio.sleep(0.05)
+    run.running = True
+    run.send()
+    await asyncio.sleep(cmd["warmup"])
+    pid = cmd.get("server_pid")
+    s0, c0, t0 = server_cpu(pid), time.process_time(), time.perf_counter()
+    run.measuring = True
+    await asyncio.sleep(cmd["duration"])
+    run.measuring = False
+    s1, c1, t1 = server_cpu(pid), time.process_time(), time.perf_counter()
+    run.running = False
+    run.idle = loop.create_future()
+    try:
+        await asyncio.wait_for(run.idle, 5)
+    except asyncio.TimeoutError:
+        pass
+    await close_all(clients)
+    n = max(run.broadcasts, 1)
+    return {
+        "broadcasts": run.broadcasts,
+        "broadcast_per_s": run.broadcasts / (t1 - t0),
+        "msg_per_s": len(run.deliveries) / (t1 - t0),
+        "p50_us": percentile(run.deliveries, 0.50) * 1e6,
+        "p99_us": percentile(run.deliveries, 0.99) * 1e6,
+        "all_p50_us": percentile(run.completions, 0.50) * 1e6,
+        "all_p99_us": percentile(run.completions, 0.99) * 1e6,
+        "client_cpu_us_per_msg": (c1 - c0) / max(len(run.deliveries), 1) * 1e6,
+        "client_cpu_share": (c1 - c0) / (t1 - t0),
+        "server_cpu_us_per_msg": (s1 - s0) / max(len(run.deliveries), 1) * 1e6 if pid else None,
+        "server_cpu_us_per_broadcast": (s1 - s0) / n * 1e6 if pid else None,
+        "server_cpu_share": (s1 - s0) / (t1 - t0) if pid else None,
+        "error": None,
+    }
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        cmd = json.loads(line)
+        try:
+            result = await (echo(cmd) if cmd["op"] == "echo" else fanout(cmd))
+        except Exception as exc:  # report, keep serving
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

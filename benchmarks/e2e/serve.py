@@ -1,0 +1,104 @@
+"""Serve app.py (or picows' own echo server) in this very process, so its PID is the server's.
+
+    python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | hypercorn | picows
+
+``BENCH_WS`` picks the WebSocket class (see app.py). ``BENCH_PROFILE=path``
+runs the server under cProfile and writes the stats to ``path`` on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def serve_uvicorn(port: int, ws: str) -> None:
+    import uvicorn
+
+    from app import app
+
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", ws=ws,
+        log_level="warning", access_log=False, lifespan="off", ws_max_size=16 * 1024 * 1024,
+    )
+    uvicorn.Server(config).run()
+
+
+def serve_hypercorn(port: int) -> None:
+    import uvloop
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    from app import app
+
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    config.websocket_max_message_size = 16 * 1024 * 1024
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, config, shutdown_trigger=stop.wait)
+
+    uvloop.run(main())
+
+
+def serve_picows(port: int) -> None:
+    import uvloop
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    class Echo(WSListener):
+        def on_ws_frame(self, transport, frame) -> None:
+            if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                transport.send(frame.msg_type, frame.get_payload_as_memoryview())
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await ws_create_server(lambda request: Echo(), "127.0.0.1", port)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+
+
+def main() -> None:
+    server, port = sys.argv[1], int(sys.argv[2])
+    if os.environ.get("BENCH_WS") == "pure":
+        os.environ["TURBOWS_NO_EXTENSIONS"] = "1"
+    run = {
+        "uvicorn": lambda: serve_uvicorn(port, "auto"),
+        "uvicorn-wsproto": lambda: serve_uvicorn(port, "wsproto"),
+        "hypercorn": lambda: serve_hypercorn(port),
+        "picows": lambda: serve_picows(port),
+    }[server]
+    profile_path = os.environ.get("BENCH_PROFILE")
+    if not profile_path:
+        run()
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        run()
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile_path)
+
+
+if __name__ == "__main__":
+    main()
