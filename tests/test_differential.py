@@ -248,6 +248,25 @@ def test_random_scripts(websocket_class: type, session: Any, send_errors: Any, d
     _assert_same(websocket_class, script, messages, send_errors, denial)
 
 
+state_operations = weighted(
+    (3, st.tuples(st.just("send"), app_messages)),
+    (2, st.tuples(st.sampled_from(["set_client_state", "set_application_state"]), st.sampled_from(list(WebSocketState)))),
+    (1, st.sampled_from([("accept",), ("close",), ("close", 4000, "x"), ("send_denial_response", 403, b"no")])),
+    (2, st.sampled_from([("receive",), ("receive_text",), ("receive_bytes",), ("send_text", "t"), ("send_bytes", b"b"), ("state",)])),
+)
+
+
+@SETTINGS
+@given(
+    script=st.lists(state_operations, min_size=1, max_size=8),
+    messages=st.lists(server_messages, max_size=6),
+    send_errors=send_failures,
+)
+def test_random_state_machine_walks(websocket_class: type, script: Any, messages: Any, send_errors: Any) -> None:
+    # Dense on the state machine: raw messages sent in any state, states set by hand.
+    _assert_same(websocket_class, script, [CONNECT, *messages], send_errors, True)
+
+
 receivers = st.sampled_from(
     [
         ("receive",),

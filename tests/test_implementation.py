@@ -14,7 +14,11 @@ from turbows._cores import CORES
 
 
 def _implementation_in_subprocess(**environment: str) -> str:
-    code = "import turbows; print(turbows.IMPLEMENTATION, turbows.WebSocket.__mro__[1].__module__)"
+    code = (
+        "import turbows; "
+        "core = next(c for c in turbows.WebSocket.__mro__ if c.__name__ == 'WebSocketCore'); "
+        "print(turbows.IMPLEMENTATION, core.__module__)"
+    )
     env = {key: value for key, value in os.environ.items() if key != "TURBOWS_NO_EXTENSIONS"}
     env.update(environment)
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)

@@ -1,0 +1,401 @@
+"""End-to-end benchmark: real ASGI servers in subprocesses, a picows load client in another.
+
+    python benchmarks/e2e/run.py [--quick] [--servers uvicorn,hypercorn] [--reps 5] ...
+
+Per server kind, one server process per WebSocket class (starlette, speedups,
+pure) is started on a free 127.0.0.1 port; every cell (workload x
+concurrency) runs the classes alternately, A B C A B C ..., and reports the
+median and min-max of the repetitions. The client is first run against
+picows' own echo server: that ceiling shows the client is not the bottleneck.
+Writes results/benchmark.json, results/benchmark.md and results/benchmark.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+IMPLS = ("starlette", "speedups", "pure")
+SERVERS = ("uvicorn", "uvicorn-wsproto", "hypercorn")
+SERVER_LABEL = {
+    "uvicorn": "uvicorn (uvloop, httptools, default ws)",
+    "uvicorn-wsproto": "uvicorn (ws=wsproto)",
+    "hypercorn": "hypercorn (uvloop)",
+    "picows": "picows echo server",
+}
+WORKLOADS = {"text": "/text", "json150": "/json", "json4k": "/json", "jsonbin": "/jsonbin"}
+WORKLOAD_LABEL = {
+    "text": "text echo",
+    "json150": "JSON echo 150 B",
+    "json4k": "JSON echo 4 KiB",
+    "jsonbin": "JSON echo binary 150 B",
+    "fanout": "fan-out broadcast",
+}
+
+
+def log(message: str) -> None:
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def available_impls() -> list[str]:
+    probe = "from turbows._cores import CORES; print(' '.join(CORES))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    cores = out.stdout.split()
+    return [name for name in IMPLS if name == "starlette" or name in cores]
+
+
+class Server:
+    def __init__(self, kind: str, impl: str | None, profile: str | None = None) -> None:
+        self.kind, self.impl, self.port = kind, impl, free_port()
+        env = dict(os.environ)
+        env.pop("TURBOWS_NO_EXTENSIONS", None)
+        if impl:
+            env["BENCH_WS"] = impl
+        if impl == "pure":
+            env["TURBOWS_NO_EXTENSIONS"] = "1"
+        if profile:
+            env["BENCH_PROFILE"] = profile
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "serve.py"), kind, str(self.port)], env=env)
+        deadline = time.monotonic() + 20
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{kind} ({impl}) exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{kind} ({impl}) did not listen on {self.port}")
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Client:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "client.py")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def __call__(self, **cmd) -> dict:
+        self.proc.stdin.write(json.dumps(cmd) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("load client died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Median and min-max of each figure over the repetitions."""
+    out: dict = {"runs": runs}
+    errors = [r["error"] for r in runs if r.get("error")]
+    if errors:
+        out["errors"] = errors
+    good = [r for r in runs if not r.get("error")]
+    for key in (good[0] if good else {}):
+        values = [r[key] for r in good if isinstance(r.get(key), (int, float))]
+        if values and key != "error":
+            out[key] = statistics.median(values)
+            out[key + "_min"], out[key + "_max"] = min(values), max(values)
+    return out
+
+
+def fmt_rate(cell: dict | None) -> str:
+    if not cell or "msg_per_s" not in cell:
+        return "n/a"
+    return f"{cell['msg_per_s']:,.0f} ({cell['msg_per_s_min']:,.0f}-{cell['msg_per_s_max']:,.0f})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="uvicorn only, 2 workloads, 2 concurrency levels, short runs")
+    p.add_argument("--servers", help=f"comma list of {','.join(SERVERS)}")
+    p.add_argument("--workloads", help=f"comma list of {','.join(WORKLOADS)}")
+    p.add_argument("--concurrency", help="comma list of connection counts (default 1,8,64)")
+    p.add_argument("--reps", type=int, help="alternating repetitions per cell (default 3)")
+    p.add_argument("--duration", type=float, help="measured seconds per run (default 0.8)")
+    p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 0.25)")
+    p.add_argument("--fanout-conns", type=int, default=100)
+    p.add_argument("--no-fanout", action="store_true")
+    p.add_argument("--no-ceiling", action="store_true")
+    p.add_argument("--inprocess-json", help="the in-process suite's TURBOWS_BENCH_JSON file, merged into the outputs")
+    p.add_argument("--out-dir", default="results")
+    args = p.parse_args(argv)
+
+    quick = args.quick
+    servers = (args.servers or ("uvicorn" if quick else ",".join(SERVERS))).split(",")
+    workloads = (args.workloads or ("text,json150" if quick else ",".join(WORKLOADS))).split(",")
+    levels = [int(c) for c in (args.concurrency or ("8,64" if quick else "1,8,64")).split(",")]
+    reps = args.reps or 3
+    duration = args.duration or (0.5 if quick else 0.8)
+    warmup = args.warmup or (0.2 if quick else 0.25)
+    impls = available_impls()
+    log(f"classes: {', '.join(impls)}; servers: {', '.join(servers)}; workloads: {', '.join(workloads)}; "
+        f"connections: {levels}; {reps} alternating reps of {duration}s (+{warmup}s warm-up)")
+
+    results: dict = {"machine": machine(), "settings": {
+        "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,
+        "duration_s": duration, "warmup_s": warmup, "fanout_conns": args.fanout_conns, "impls": impls,
+    }, "ceiling": {}, "echo": {}, "fanout": {}}
+    client = Client()
+    try:
+        if not args.no_ceiling:
+            server = Server("picows", None)
+            try:
+                for payload in ("text", "json150"):
+                    for conns in levels:
+                        runs = [client(op="echo", url=server.url("/"), conns=conns, payload=payload, duration=duration,
+                                       warmup=warmup, server_pid=server.pid) for _ in range(reps)]
+                        cell = summarise(runs)
+                        results["ceiling"][f"{payload}/{conns}"] = cell
+                        log(f"ceiling picows {payload:8s} {conns:3d} conns: {fmt_rate(cell)} msg/s, "
+                            f"client CPU {cell.get('client_cpu_us_per_msg', float('nan')):.1f} us/msg "
+                            f"({cell.get('client_cpu_share', 0):.0%} of a core)")
+            finally:
+                server.stop()
+        for kind in servers:
+            started = {impl: Server(kind, impl) for impl in impls}
+            try:
+                for workload in workloads:
+                    for conns in levels:
+                        runs: dict[str, list] = {impl: [] for impl in impls}
+                        for _ in range(reps):
+                            for impl in impls:
+                                s = started[impl]
+                                runs[impl].append(client(op="echo", url=s.url(WORKLOADS[workload]), conns=conns,
+                                                         payload=workload, duration=duration, warmup=warmup,
+                                                         server_pid=s.pid))
+                        cells = {impl: summarise(r) for impl, r in runs.items()}
+                        results["echo"][f"{kind}/{workload}/{conns}"] = cells
+                        log(progress(kind, workload, conns, cells))
+                if not args.no_fanout:
+                    runs = {impl: [] for impl in impls}
+                    for _ in range(reps):
+                        for impl in impls:
+                            s = started[impl]
+                            runs[impl].append(client(op="fanout", url=s.url("/fanout"), conns=args.fanout_conns,
+                                                     duration=duration, warmup=warmup, server_pid=s.pid))
+                    cells = {impl: summarise(r) for impl, r in runs.items()}
+                    results["fanout"][kind] = cells
+                    log(progress(kind, "fanout", args.fanout_conns, cells, key="broadcast_per_s"))
+            finally:
+                for s in started.values():
+                    s.stop()
+    finally:
+        client.close()
+
+    if args.inprocess_json and Path(args.inprocess_json).exists():
+        results["inprocess_ns_per_op"] = json.loads(Path(args.inprocess_json).read_text())
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(results, indent=2))
+    markdown = render_markdown(results)
+    (out / "benchmark.md").write_text(markdown)
+    print()
+    print(markdown)
+    try:
+        render_png(results, out / "benchmark.png")
+        log(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}, {out / 'benchmark.png'}")
+    except Exception as exc:  # the figures stand without the chart
+        log(f"chart not written: {type(exc).__name__}: {exc}")
+    return 0
+
+
+def progress(kind: str, workload: str, conns: int, cells: dict, key: str = "msg_per_s") -> str:
+    parts = []
+    for impl, cell in cells.items():
+        parts.append(f"{impl} {cell.get(key, float('nan')):,.0f}" + (" ERR" if cell.get("errors") else ""))
+    base = cells.get("starlette", {}).get(key)
+    ratios = [f"{impl} {cells[impl][key] / base:.2f}x" for impl in cells if impl != "starlette" and base and key in cells[impl]]
+    unit = "broadcasts/s" if key == "broadcast_per_s" else "msg/s"
+    return f"{kind:16s} {workload:8s} {conns:3d} conns: {', '.join(parts)} {unit}; vs starlette: {', '.join(ratios)}"
+
+
+def machine() -> dict:
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "platform": platform.platform(),
+    }
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    s = results["settings"]
+    impls = s["impls"]
+    lines = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date']}",
+        "",
+        f"End to end: messages/s, median of {s['reps']} alternating runs of {s['duration_s']} s (min-max); "
+        "x = times Starlette's class; round trip p50/p99 in µs; server CPU µs per message.",
+        "",
+        "| server | workload | conns | " + " | ".join(f"{i} msg/s" for i in impls)
+        + " | " + " | ".join(f"{i} x" for i in impls if i != "starlette")
+        + " | p50/p99 µs " + " / ".join(impls) + " | server CPU µs/msg " + " / ".join(impls) + " |",
+        "|" + "---|" * (3 + len(impls) + len(impls) - 1 + 2),
+    ]
+    for key, cells in results["echo"].items():
+        kind, workload, conns = key.split("/")
+        base = cells.get("starlette", {}).get("msg_per_s")
+        row = [kind, WORKLOAD_LABEL[workload], conns]
+        row += [fmt_rate(cells.get(i)) for i in impls]
+        row += [f"**{cells[i]['msg_per_s'] / base:.2f}x**" if base and "msg_per_s" in cells.get(i, {}) else "n/a"
+                for i in impls if i != "starlette"]
+        row.append(" / ".join(f"{cells[i].get('p50_us', float('nan')):.0f}/{cells[i].get('p99_us', float('nan')):.0f}" for i in impls))
+        row.append(" / ".join(f"{cells[i].get('server_cpu_us_per_msg', float('nan')):.1f}" for i in impls))
+        lines.append("| " + " | ".join(row) + " |")
+    if results["fanout"]:
+        lines += [
+            "",
+            f"Fan-out: {s['fanout_conns']} connections, one sends a JSON message, the app broadcasts it to all "
+            "(a FastAPI-docs connection manager); the next is sent when all have it.",
+            "",
+            "| server | " + " | ".join(f"{i} broadcasts/s" for i in impls) + " | "
+            + " | ".join(f"{i} x" for i in impls if i != "starlette")
+            + " | delivery p50/p99 µs " + " / ".join(impls) + " | server CPU µs/delivery " + " / ".join(impls) + " |",
+            "|" + "---|" * (1 + 2 * len(impls) - 1 + 2),
+        ]
+        for kind, cells in results["fanout"].items():
+            base = cells.get("starlette", {}).get("broadcast_per_s")
+            row = [kind]
+            row += [f"{cells[i]['broadcast_per_s']:,.0f} ({cells[i]['broadcast_per_s_min']:,.0f}-{cells[i]['broadcast_per_s_max']:,.0f})"
+                    if "broadcast_per_s" in cells.get(i, {}) else "n/a" for i in impls]
+            row += [f"**{cells[i]['broadcast_per_s'] / base:.2f}x**" if base and "broadcast_per_s" in cells.get(i, {}) else "n/a"
+                    for i in impls if i != "starlette"]
+            row.append(" / ".join(f"{cells[i].get('p50_us', float('nan')):.0f}/{cells[i].get('p99_us', float('nan')):.0f}" for i in impls))
+            row.append(" / ".join(f"{cells[i].get('server_cpu_us_per_msg', float('nan')):.1f}" for i in impls))
+            lines.append("| " + " | ".join(row) + " |")
+    if results["ceiling"]:
+        lines += [
+            "",
+            "Load-client ceiling (the same client against picows' own echo server; it must sit well above every figure above):",
+            "",
+            "| payload | conns | msg/s | p50/p99 µs | client CPU µs/msg | client CPU share of a core |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, cell in results["ceiling"].items():
+            payload, conns = key.split("/")
+            lines.append(f"| {WORKLOAD_LABEL[payload]} | {conns} | {fmt_rate(cell)} | "
+                         f"{cell.get('p50_us', float('nan')):.0f}/{cell.get('p99_us', float('nan')):.0f} | "
+                         f"{cell.get('client_cpu_us_per_msg', float('nan')):.1f} | {cell.get('client_cpu_share', 0):.0%} |")
+        client_cpu = [c.get("client_cpu_us_per_msg") for cells in results["echo"].values() for c in cells.values()
+                      if c.get("client_cpu_us_per_msg")]
+        if client_cpu:
+            lines.append("")
+            lines.append(f"Client CPU per message during the ASGI runs: median {statistics.median(client_cpu):.1f} µs "
+                         f"(range {min(client_cpu):.1f}-{max(client_cpu):.1f}).")
+    inproc = results.get("inprocess_ns_per_op")
+    if inproc:
+        names = [n for n in ("raw", "starlette", "pure", "speedups") if any(n in r for r in inproc.values())]
+        lines += ["", "In process (median ns per operation; x = times faster than Starlette):", "",
+                  "| operation | " + " | ".join(names) + " | " + " | ".join(f"{n} x" for n in names if n in ("pure", "speedups")) + " |",
+                  "|" + "---|" * (1 + len(names) + sum(n in ("pure", "speedups") for n in names))]
+        for op, row in inproc.items():
+            cols = [f"{row[n]:,.0f}" if n in row else "n/a" for n in names]
+            cols += [f"{row['starlette'] / row[n]:.2f}x" if n in row and "starlette" in row else "n/a"
+                     for n in names if n in ("pure", "speedups")]
+            lines.append(f"| {op} | " + " | ".join(cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_png(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    impls = results["settings"]["impls"]
+    colours = {"starlette": "#9e9e9e", "pure": "#64b5f6", "speedups": "#1565c0"}
+    kinds = list(dict.fromkeys(k.split("/")[0] for k in results["echo"]))
+    panels = kinds + (["fanout"] if results["fanout"] else [])
+    fig, axes = plt.subplots(len(panels), 1, figsize=(max(10, 1.1 * len(results["echo"]) / max(len(kinds), 1) + 4),
+                                                       3.6 * len(panels)), squeeze=False)
+    m = results["machine"]
+    fig.suptitle(f"turbows vs Starlette's WebSocket, end to end: msg/s (median, whiskers min-max)\n"
+                 f"{m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date'][:10]}", fontsize=11)
+    width = 0.8 / len(impls)
+    for ax, panel in zip(axes[:, 0], panels):
+        if panel == "fanout":
+            groups = [(SERVER_LABEL.get(k, k), cells) for k, cells in results["fanout"].items()]
+            key, ylabel, title = "broadcast_per_s", "broadcasts/s", f"fan-out to {results['settings']['fanout_conns']} connections"
+        else:
+            groups = [(f"{WORKLOAD_LABEL[k.split('/')[1]]}\n{k.split('/')[2]} conn", cells)
+                      for k, cells in results["echo"].items() if k.split("/")[0] == panel]
+            key, ylabel, title = "msg_per_s", "messages/s", SERVER_LABEL.get(panel, panel)
+        for j, impl in enumerate(impls):
+            xs, ys, lo, hi = [], [], [], []
+            for i, (_, cells) in enumerate(groups):
+                c = cells.get(impl, {})
+                if key in c:
+                    xs.append(i + (j - (len(impls) - 1) / 2) * width)
+                    ys.append(c[key])
+                    lo.append(c[key] - c[key + "_min"])
+                    hi.append(c[key + "_max"] - c[key])
+            label = "Starlette" if impl == "starlette" else f"turbows {impl}"
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label, color=colours.get(impl))
+        for i, (_, cells) in enumerate(groups):
+            base = cells.get("starlette", {}).get(key)
+            best = cells.get("speedups", {}).get(key)
+            if base and best:
+                top = max(c.get(key + "_max", 0) for c in cells.values())
+                ax.annotate(f"{best / base:.2f}x", (i, top), ha="center", va="bottom", fontsize=8, fontweight="bold")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([g[0] for g in groups], fontsize=8)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.15)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

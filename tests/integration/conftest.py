@@ -1,0 +1,82 @@
+"""Fixtures for the integration tests: real servers in subprocesses, one per server and core.
+
+``server`` runs each test once per (server, core): uvicorn with its default
+websocket protocol (websockets-sansio) and with wsproto, hypercorn on asyncio
+and on trio, and daphne where it is installed; each on the compiled
+(``speedups``) and the ``pure`` core. One process serves every test of its
+pair (pytest groups the tests by pair, so at most one runs at a time).
+
+Every test is bounded: the harness puts a timeout on each await and on
+each server start, and a watchdog dumps every thread's stack and ends the
+run should a test still hang after ``WATCHDOG_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import importlib.util
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from turbows._cores import NO_EXTENSIONS
+
+from harness import ServerProcess
+
+#: Per test, a hard bound: nothing can hang CI.
+WATCHDOG_SECONDS = 150
+
+SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "hypercorn", "hypercorn-trio", "daphne")
+CORE_NAMES = ("speedups", "pure")
+
+
+def _installed(server: str) -> bool:
+    module = {"uvicorn-wsproto": "wsproto", "hypercorn-trio": "trio"}.get(server, server.split("-")[0])
+    return importlib.util.find_spec(server.split("-")[0]) is not None and importlib.util.find_spec(module) is not None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives headless Chromium through selenium")
+
+
+@pytest.fixture(autouse=True)
+def _watchdog() -> Iterator[None]:
+    faulthandler.dump_traceback_later(WATCHDOG_SECONDS, exit=True, file=sys.stderr)
+    try:
+        yield
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _pair_skip(server: str, core: str) -> None:
+    if core == "speedups" and NO_EXTENSIONS:
+        pytest.skip("TURBOWS_NO_EXTENSIONS is set: the compiled core is not loaded")
+    if not _installed(server):
+        pytest.skip(f"{server} is not installed (optional; pip install daphne to run it)")
+
+
+@pytest.fixture(
+    scope="session",
+    params=[(server, core) for server in SERVER_NAMES for core in CORE_NAMES],
+    ids=lambda pair: f"{pair[0]}-{pair[1]}",
+)
+def _served(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
+    server, core = request.param
+    _pair_skip(server, core)
+    process = ServerProcess(server, core).start()
+    try:
+        process.check()
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def server(_served: ServerProcess) -> Iterator[ServerProcess]:
+    """A running server on one core; a test that brings it down fails, and the next one gets a new process."""
+    if not _served.alive():
+        _served.start().check()
+    yield _served
+    if not _served.alive():
+        pytest.fail(f"{_served!r} died during the test\n{_served.log_text()}")

@@ -1,0 +1,408 @@
+"""turbows behind real ASGI servers, driven by a real client (``websockets``' asyncio client).
+
+Each test runs per server and per core (see ``conftest.server``). Where a
+server's own behaviour shapes what the app or the client sees, ``TRAITS``
+says what that server does (found by running each); the scenarios that
+record what the app observed also run on Starlette's own class
+(``?impl=starlette``) on the same server and must observe the same.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from harness import ServerProcess, new_key, recv, run
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What one server does where the ASGI spec leaves it room (or where the server falls short)."""
+
+    #: It offers the websocket.http.response extension (denial responses).
+    denial: bool = True
+    #: The client sees the extra headers of ``websocket.accept``.
+    accept_headers: bool = True
+    #: The client sees the reason of the app's close.
+    app_close_reason: bool = True
+    #: The app sees the code and reason of the client's close frame; else ``client_close_seen_as``.
+    client_close: bool = True
+    client_close_seen_as: tuple[int, str] = (0, "")
+    #: The code of the ``websocket.disconnect`` a vanished client (TCP reset) produces.
+    vanished_code: int = 1006
+    #: A send to a vanished client raises ``OSError`` (which Starlette and turbows turn into
+    #: ``WebSocketDisconnect(1006)``); else the server drops it silently.
+    send_to_vanished_raises: bool = False
+    #: An empty text or binary message the app sends reaches the client (daphne drops them:
+    #: its handle_reply tests ``message.get("text")`` for truth).
+    sends_empty: bool = True
+
+
+TRAITS = {
+    # connection_lost after the handshake queues code 1005; its send raises ClientDisconnected (an OSError).
+    "uvicorn": Traits(vanished_code=1005, send_to_vanished_raises=True),
+    "uvicorn-wsproto": Traits(vanished_code=1005, send_to_vanished_raises=True),
+    # hypercorn reports any close the app did not start as 1006 and drops the client's code and reason.
+    "hypercorn": Traits(client_close=False, client_close_seen_as=(1006, "")),
+    "hypercorn-trio": Traits(client_close=False, client_close_seen_as=(1006, "")),
+    # daphne: no denial extension, ignores accept headers and close reasons both ways.
+    "daphne": Traits(
+        denial=False,
+        accept_headers=False,
+        app_close_reason=False,
+        client_close=False,
+        client_close_seen_as=(4002, ""),
+        sends_empty=False,
+    ),
+}
+
+DENIAL_MESSAGE = "The server doesn't support the Websocket Denial Response extension."
+
+
+def traits(server: ServerProcess) -> Traits:
+    return TRAITS[server.server]
+
+
+def same_json(left: Any, right: Any) -> bool:
+    """Equal as JSON values, exactly: NaN equals NaN, 1 is not 1.0, -0.0 is not 0.0."""
+    if type(left) is not type(right):
+        return False
+    if isinstance(left, float):
+        return repr(left) == repr(right)
+    if isinstance(left, dict):
+        return left.keys() == right.keys() and all(same_json(left[key], right[key]) for key in left)
+    if isinstance(left, list):
+        return len(left) == len(right) and all(same_json(a, b) for a, b in zip(left, right))
+    return left == right
+
+
+JSON_VALUES = [
+    {"text": "hello", "n": 1, "pi": 3.14159, "ok": True, "nothing": None, "list": [1, "two", 3.0]},
+    {"unicode": "żółw 🐢 \u2028", "nested": {"deep": [[[{"x": -0.0}]]]}},
+    # orjson refuses or alters these; turbows must still match json.dumps/json.loads
+    {"big": 2**70, "negative big": -(2**80), "u64 max": 2**64 - 1},
+    {"nan": math.nan, "inf": math.inf, "-inf": -math.inf},
+    [],
+    "a bare string",
+    12345678901234567890123,
+]
+
+
+# -- the served core ------------------------------------------------------------
+
+
+def test_serves_the_requested_core(server: ServerProcess) -> None:
+    info = server.info
+    assert info["server"] == server.server
+    assert info["implementation"] == server.core
+    assert info["class"] == "turbows.WebSocket"
+    if server.server == "uvicorn":
+        assert info["protocol"] == "WebSocketsSansIOProtocol"  # uvicorn's default, "auto"
+    expected = ["websocket.http.response"] if traits(server).denial else []
+    assert info["extensions"] == expected
+
+
+# -- echo -------------------------------------------------------------------------
+
+
+async def _echo_each(server: ServerProcess, path: str, messages: list[Any]) -> list[Any]:
+    """Send each message and read its echo; where the server drops empty messages, read on past them."""
+    async with server.connect(path) as ws:
+        replies = []
+        for message in messages:
+            await ws.send(message)
+            if message or traits(server).sends_empty:
+                replies.append(await recv(ws))
+        await ws.send(messages[0])  # an empty echo dropped, not delayed: the next reply is this one
+        assert await recv(ws) == messages[0]
+        return replies
+
+
+def _expected_echoes(server: ServerProcess, messages: list[Any]) -> list[Any]:
+    return [message for message in messages if message or traits(server).sends_empty]
+
+
+def test_text_echo(server: ServerProcess) -> None:
+    messages = ["hello", "", "żółw 🐢", "x" * 70_000, "\x00 nul and \u2028 separators"]
+    assert run(_echo_each(server, "/echo/text", messages)) == _expected_echoes(server, messages)
+
+
+def test_bytes_echo(server: ServerProcess) -> None:
+    messages = [b"hello", b"", bytes(range(256)), b"\xff\xfe not utf-8", b"y" * 70_000]
+    assert run(_echo_each(server, "/echo/bytes", messages)) == _expected_echoes(server, messages)
+
+
+def test_json_echo(server: ServerProcess) -> None:
+    async def scenario() -> list[Any]:
+        async with server.connect("/echo/json") as ws:
+            replies = []
+            for value in JSON_VALUES:
+                await ws.send(json.dumps(value, ensure_ascii=False))
+                replies.append(await recv(ws))
+            return replies
+
+    replies = run(scenario())
+    for value, reply in zip(JSON_VALUES, replies):
+        assert isinstance(reply, str), "send_json sends a text frame"
+        assert same_json(json.loads(reply), value), (value, reply)
+
+
+def test_binary_json_echo(server: ServerProcess) -> None:
+    async def scenario() -> list[Any]:
+        async with server.connect("/echo/json-binary") as ws:
+            replies = []
+            for value in JSON_VALUES:
+                await ws.send(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+                replies.append(await recv(ws))
+            return replies
+
+    replies = run(scenario())
+    for value, reply in zip(JSON_VALUES, replies):
+        assert isinstance(reply, bytes), "send_json(mode='binary') sends a binary frame"
+        assert same_json(json.loads(reply.decode("utf-8")), value), (value, reply)
+
+
+def test_bad_json_from_a_real_client_and_the_connection_goes_on(server: ServerProcess) -> None:
+    async def scenario() -> list[Any]:
+        async with server.connect("/json-errors") as ws:
+            replies = []
+            for message in ["{not json", b'{"binary": true}', '{"ok": 1}']:
+                await ws.send(message)
+                replies.append(json.loads(await recv(ws)))
+            return replies
+
+    assert run(scenario()) == [
+        {"error": "JSONDecodeError", "message": "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"},
+        {"error": "WebSocketFrameTypeError", "message": "expected a text message, but a binary message arrived"},
+        {"value": {"ok": 1}},
+    ]
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+def test_one_mebibyte_messages_both_ways(server: ServerProcess, kind: str) -> None:
+    if kind == "text":
+        message: Any = "0123456789abcdż" * (MIB // 16)  # 16 bytes of UTF-8, a two-byte character too
+        assert len(message.encode("utf-8")) == MIB
+    else:
+        message = bytes(range(256)) * (MIB // 256)
+        assert len(message) == MIB
+
+    async def scenario() -> list[Any]:
+        async with server.connect(f"/echo/{kind}") as ws:
+            replies = []
+            for _ in range(2):
+                await ws.send(message)
+                replies.append(await recv(ws, timeout=20))
+            return replies
+
+    replies = run(scenario(), timeout=60)
+    assert all(type(reply) is type(message) and reply == message for reply in replies)
+
+
+# -- the handshake ------------------------------------------------------------------
+
+
+def test_subprotocol_negotiation(server: ServerProcess) -> None:
+    async def scenario(offered: list[str] | None) -> tuple[Any, Any]:
+        async with server.connect("/subprotocol", subprotocols=offered) as ws:
+            return ws.subprotocol, json.loads(await recv(ws))
+
+    chosen, seen = run(scenario(["chat", "superchat"]))
+    assert chosen == "superchat"
+    assert seen == {"offered": ["chat", "superchat"], "chosen": "superchat"}
+
+    chosen, seen = run(scenario(None))
+    assert chosen is None
+    assert seen == {"offered": [], "chosen": None}
+
+
+def test_accept_headers_reach_the_client(server: ServerProcess) -> None:
+    async def scenario() -> tuple[Any, Any]:
+        async with server.connect("/headers") as ws:
+            return ws.response.headers, await recv(ws)
+
+    headers, greeting = run(scenario())
+    assert greeting == "hello"
+    if traits(server).accept_headers:
+        assert headers["x-turbows"] == "accepted"
+        assert headers["set-cookie"] == "turbows=1; Path=/"
+    else:  # daphne drops them (its handle_reply reads only "subprotocol")
+        assert "x-turbows" not in headers
+
+
+# -- closing, both ways --------------------------------------------------------------
+
+
+def _both(server: ServerProcess, scenario: Any, timeout: float = 30.0, key: Any = lambda observed: observed) -> Any:
+    """Run ``scenario(impl)`` with turbows, then with Starlette's class; they must observe the same (``key`` of)."""
+    observed = key(run(scenario("turbows"), timeout))
+    reference = key(run(scenario("starlette"), timeout))
+    assert observed == reference, f"turbows: {observed}\nStarlette: {reference}"
+    return observed
+
+
+def test_app_closes_with_code_and_reason(server: ServerProcess) -> None:
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        async with server.connect(f"/close-by-app/{key}?impl={impl}") as ws:
+            await ws.send(json.dumps({"code": 4001, "reason": "app says bye"}))
+            with pytest.raises(ConnectionClosed) as closed:
+                await recv(ws)
+        received = closed.value.rcvd
+        return (received.code, received.reason), await server.events(key)
+
+    (code, reason), events = _both(server, scenario)
+    assert code == 4001
+    assert reason == ("app says bye" if traits(server).app_close_reason else "")
+    assert events == [
+        ["closed", ["CONNECTED", "DISCONNECTED"]],
+        [
+            "send after close",
+            {"class": "WebSocketDisconnected", "message": 'Cannot call "send" once a close message has been sent.'},
+        ],
+    ]
+
+
+def test_client_closes_with_code_and_reason(server: ServerProcess) -> None:
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        async with server.connect(f"/close-by-client/{key}?impl={impl}") as ws:
+            assert await recv(ws) == "ready"
+            await ws.close(code=4002, reason="client says bye")
+        return await server.events(key)
+
+    events = _both(server, scenario)
+    code, reason = (4002, "client says bye") if traits(server).client_close else traits(server).client_close_seen_as
+    assert events == [
+        [
+            "disconnect",
+            {"class": "WebSocketDisconnect", "message": str((code, reason or None)), "code": code, "reason": reason},
+            ["DISCONNECTED", "CONNECTED"],
+        ],
+        [
+            "receive after disconnect",
+            {
+                "class": "WebSocketDisconnected",
+                "message": 'Cannot call "receive" once a disconnect message has been received.',
+            },
+        ],
+    ]
+
+
+# -- denial --------------------------------------------------------------------------
+
+
+async def _handshake_refused(server: ServerProcess, path: str) -> tuple[int, bytes, Any]:
+    with pytest.raises(InvalidStatus) as refused:
+        async with server.connect(path):
+            pass
+    response = refused.value.response
+    return response.status_code, bytes(response.body or b""), response.headers.get("x-denied")
+
+
+def test_denial_response(server: ServerProcess) -> None:
+    """A 401 with a body and a header where the server has the extension; the fallback's 500 where not."""
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        refused = await _handshake_refused(server, f"/deny/{key}?impl={impl}")
+        return refused, await server.events(key)
+
+    (status, body, header), events = _both(server, scenario)
+    if traits(server).denial:
+        assert (status, body, header) == (401, b"denied by the app", "yes")
+        assert events == [["extensions", ["websocket.http.response"]], ["denial", "sent", ["CONNECTING", "DISCONNECTED"]]]
+    else:  # daphne: the RuntimeError leaves the app, and the server answers 500
+        assert status == 500
+        assert events == [
+            ["extensions", []],
+            ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
+        ]
+
+
+def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> None:
+    """The app raises Starlette's RuntimeError (the scope without the extension); the server answers 500."""
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        refused = await _handshake_refused(server, f"/noext/deny/{key}?impl={impl}")
+        return refused, await server.events(key)
+
+    (status, _, header), events = _both(server, scenario)
+    assert status == 500 and header is None
+    assert events == [
+        ["extensions", []],
+        ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
+    ]
+
+
+def test_denial_fallback_closes_before_accepting(server: ServerProcess) -> None:
+    """The portable pattern: catch the RuntimeError and close before accepting; the client gets a 403."""
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        refused = await _handshake_refused(server, f"/noext/deny-or-close/{key}?impl={impl}")
+        return refused, await server.events(key)
+
+    (status, _, _), events = _both(server, scenario)
+    assert status == 403
+    assert events == [
+        ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
+        ["closed", ["CONNECTING", "DISCONNECTED"]],
+    ]
+
+
+# -- the client vanishes ---------------------------------------------------------------
+
+
+def _reset(ws: Any) -> None:
+    """Kill the client's TCP connection abruptly: no close frame, an RST (SO_LINGER 0)."""
+    sock = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()
+
+
+@pytest.mark.parametrize("mode", ["receive", "iterate"])
+def test_client_vanishes_mid_stream(server: ServerProcess, mode: str) -> None:
+    """The app streams while it listens; the client resets its connection after three messages.
+
+    Its listener gets a disconnect (``receive_text`` raises ``WebSocketDisconnect``;
+    ``iter_text`` just ends); its sender gets ``WebSocketDisconnect(1006)``
+    where the server's send raises ``OSError``, else (the server drops the
+    sends) goes on without error. Nothing hangs: the handler finishes.
+    """
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        ws = await server.connect(f"/vanish/{key}?impl={impl}&mode={mode}")
+        await ws.send("go")
+        for _ in range(3):
+            await recv(ws)
+        _reset(ws)
+        return await server.events(key, timeout=15)
+
+    # The sender and the listener race to notice; compare what each saw, not in which order.
+    events = _both(server, scenario, timeout=45, key=lambda events: {event[0]: event[1:] for event in events})
+    code = traits(server).vanished_code
+    if mode == "receive":
+        assert events["receive"] == [
+            {"class": "WebSocketDisconnect", "message": str((code, None)), "code": code, "reason": ""}
+        ]
+    else:
+        assert events["iteration ended"] == [0]
+    if traits(server).send_to_vanished_raises:
+        assert events["send"] == [{"class": "WebSocketDisconnect", "message": "", "code": 1006, "reason": ""}]
+        assert events["final states"] == [["DISCONNECTED", "DISCONNECTED"]]
+    else:
+        assert events["send"] == ["no error after the disconnect"]
+        assert events["final states"] == [["DISCONNECTED", "CONNECTED"]]
+    assert "handler" not in events
