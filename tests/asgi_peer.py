@@ -29,7 +29,7 @@ from unittest.mock import ANY
 
 from starlette.responses import Response
 from starlette.websockets import WebSocket as StarletteWebSocket
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from turbows import WebSocketFrameTypeError
 
@@ -440,6 +440,3 @@ def run_script_sync(websocket_class: type, script: Iterable[Sequence[Any]], mess
     """``run_script`` with no event loop (the peer must not be given a ``checkpoint``)."""
     assert kwargs.get("checkpoint") is None
     return run_sync(run_script(websocket_class, script, messages, **kwargs))
-
-
-STATES = tuple(WebSocketState)

@@ -2,7 +2,8 @@
 
 Each example runs one script (random operations) over one scripted peer
 (random messages: well-formed, malformed, out of order, keys missing,
-odd ``type`` values; random send failures) through ``StarletteReference``
+odd ``type`` values, a few that are not dicts; random send failures;
+scopes with and without the denial-response extension) through ``StarletteReference``
 and through turbows, and asserts equal traces: every return value,
 exception class and message, the state pair after every step, and every
 message sent (JSON payloads by the value they parse to).
@@ -26,6 +27,8 @@ asyncio and trio.
 from __future__ import annotations
 
 import json
+from collections import UserDict
+from types import MappingProxyType
 from typing import Any
 
 from hypothesis import HealthCheck, given, note, settings
@@ -53,6 +56,7 @@ def weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy[
     """
     pool = [strategy for weight, strategy in choices for _ in range(weight)]
     return st.integers(0, len(pool) - 1).flatmap(pool.__getitem__)
+
 
 # -- values -------------------------------------------------------------------------------
 
@@ -126,7 +130,16 @@ any_messages = st.fixed_dictionaries(
     {},
     optional={"type": message_types, "text": text_payloads, "bytes": bytes_payloads, "code": codes, "reason": reasons},
 )
-server_messages = weighted((3, text_messages), (3, binary_messages), (1, disconnects), (1, st.just(CONNECT)), (2, any_messages))
+# Not dicts at all, or mappings of other types: servers deliver dicts, but a
+# middleware may wrap receive.
+odd_messages = st.one_of(
+    st.sampled_from([None, "websocket.receive", 0, b"", ("type", "websocket.receive")]),
+    any_messages.map(MappingProxyType),
+    st.one_of(text_messages, binary_messages, disconnects).map(UserDict),
+)
+server_messages = weighted(
+    (6, text_messages), (6, binary_messages), (2, disconnects), (2, st.just(CONNECT)), (4, any_messages), (1, odd_messages)
+)
 
 # -- what the application does ---------------------------------------------------------------
 

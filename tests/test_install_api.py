@@ -221,13 +221,17 @@ def test_install_before_the_frameworks_are_imported(core: str) -> None:
         route("/after", After)
         route("/fastapi", FastAPIName)
 
-        api = responder.API()
+        api = responder.API(sessions=False)
+
+        @api.dependency()
+        async def caller(connection: Before):  # injected by annotation: _REQUEST_TYPES
+            return connection.url.path
 
         @api.route("/ws", websocket=True)
-        async def echo(ws):
+        async def echo(ws, caller):
             seen.append(type(ws))
             await ws.accept()
-            await ws.send_text(await ws.receive_text())
+            await ws.send_text(caller + " " + await ws.receive_text())
             await ws.close()
 
         with TestClient(app) as client:
@@ -236,7 +240,7 @@ def test_install_before_the_frameworks_are_imported(core: str) -> None:
                     assert ws.receive_text() == path + "!"
         with TestClient(api) as client, client.websocket_connect("/ws") as ws:
             ws.send_text("hi")
-            assert ws.receive_text() == "hi"
+            assert ws.receive_text() == "/ws hi"
         assert seen == [T, T, T, T], seen
 
         turbows.uninstall()

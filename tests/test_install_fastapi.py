@@ -335,7 +335,10 @@ def annotated_app(annotation: Any) -> FastAPI:
         return conn.url.path
 
     @annotated.websocket("/ws")
-    async def endpoint(websocket: annotation, path: Annotated[str, Depends(dependency)]) -> None:  # type: ignore[valid-type]
+    async def endpoint(
+        websocket: annotation,  # type: ignore[valid-type]
+        path: Annotated[str, Depends(dependency)],
+    ) -> None:
         SEEN.append(type(websocket))
         await websocket.accept()
         await websocket.send_text(path)
@@ -346,7 +349,9 @@ def annotated_app(annotation: Any) -> FastAPI:
 
 @pytest.mark.parametrize("name", ["starlette", "fastapi", "fastapi.websockets", "turbows"])
 @pytest.mark.parametrize("imported", ["before", "after"])
-def test_annotations_keep_working(name: str, imported: str, websocket_class: type, anyio_backend: str) -> None:
+def test_annotations_keep_working(
+    name: str, imported: str, websocket_class: type, anyio_backend: str
+) -> None:
     def annotation() -> Any:
         if name == "starlette":
             from starlette.websockets import WebSocket as annotation

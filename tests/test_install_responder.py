@@ -135,7 +135,8 @@ def test_echo(websocket_class: type, anyio_backend: str) -> None:
                 replies.append(ws.receive_text())
             return replies
 
-    assert run_both(api, script, websocket_class, anyio_backend) == ["Hello Ann!", "Hello Bob!", "Hello ünïcode!"]
+    transcript = run_both(api, script, websocket_class, anyio_backend)
+    assert transcript == ["Hello Ann!", "Hello Bob!", "Hello ünïcode!"]
 
 
 def test_chat_room_broadcast(websocket_class: type, anyio_backend: str) -> None:

@@ -289,7 +289,12 @@ def test_exception_middleware_connection(websocket_class: type, anyio_backend: s
 # WebSocketClose as a route (no WebSocket object at all: unchanged)
 
 
-close_app = Starlette(routes=[WebSocketRoute("/gone", WebSocketClose(code=4004, reason="gone")), WebSocketRoute("/ws/{room:int}", room)])
+close_app = Starlette(
+    routes=[
+        WebSocketRoute("/gone", WebSocketClose(code=4004, reason="gone")),
+        WebSocketRoute("/ws/{room:int}", room),
+    ]
+)
 
 
 def test_websocket_close_route(websocket_class: type, anyio_backend: str) -> None:

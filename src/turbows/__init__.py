@@ -17,7 +17,7 @@ from starlette.websockets import (
 
 from ._cores import CORES
 from ._exceptions import WebSocketFrameTypeError
-from ._install import install, uninstall
+from ._install import install, uninstall, websocket_endpoint
 
 __all__ = [
     "IMPLEMENTATION",
@@ -29,6 +29,7 @@ __all__ = [
     "WebSocketState",
     "install",
     "uninstall",
+    "websocket_endpoint",
 ]
 
 #: ``"speedups"`` or ``"pure"``: which core this import loaded.

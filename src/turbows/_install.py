@@ -12,19 +12,22 @@ Two ways to use turbows in a framework app:
   of the three frameworks, FastAPI's ``@app.websocket`` included).
 
 Why install() imports the frameworks instead of hooking later imports: the
-modules that *check* against the class (FastAPI's dependency injection tests
-a parameter's annotation with ``issubclass(annotation, WebSocket)``;
-``starlette.authentication.requires`` and Responder's ``_REQUEST_TYPES``
-check too) must keep Starlette's class, which turbows' class subclasses, so
-an annotation of either class keeps working. A module imported after
-``starlette.websockets.WebSocket`` was swapped would bind turbows' class
-instead, and then an annotation naming Starlette's class (imported before
-install()) would no longer be recognised. So install() first imports, if
-installed, every framework module it knows (about 5 ms for Starlette's,
-150 ms each for FastAPI and Responder, paid once), and only then rebinds the
-construction sites. The state after install() is then the same whichever
-order the program imported things in, with no import hook in ``sys.meta_path``
-to interact with other finders, zip imports, frozen apps or reloads.
+modules that *check* against the class must keep Starlette's, which turbows'
+class subclasses, so that annotations naming either class keep working.
+Responder injects a dependency's parameter by ``issubclass(annotation,
+(Request, WebSocket))``, a tuple built at import; FastAPI tests
+``lenient_issubclass(annotation, WebSocket)``; ``starlette.authentication
+.requires`` asserts ``isinstance(websocket, WebSocket)``. A module imported
+after ``starlette.websockets.WebSocket`` was swapped binds turbows' class
+instead, and an annotation naming Starlette's class (imported before
+install()) is then no longer recognised (Responder raises
+``DependencyResolutionError``). So install() first imports every framework
+module it knows, where installed (about 5 ms for Starlette's, 150 ms each
+for FastAPI and Responder, paid once), and only then rebinds the
+construction sites. The state after install() is the same whichever order
+the program imported things in, with no import hook in ``sys.meta_path`` to
+interact with other finders, zip imports, frozen apps or reloads; the cost
+is importing an installed framework the app may not use.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import importlib
 import inspect
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
 from typing import Any, ClassVar, TypeVar
 
@@ -162,7 +165,7 @@ def install(*, websocket_class: type[StarletteWebSocket] | None = None) -> None:
                 _replaced.append((module, attribute, StarletteWebSocket))
         for module, attribute, _ in _replaced:
             current = getattr(module, attribute, None)
-            if current is StarletteWebSocket or current is _installed:
+            if current is StarletteWebSocket or (_installed is not None and current is _installed):
                 setattr(module, attribute, cls)
         _installed = cls
 
@@ -233,7 +236,7 @@ class WebSocketRoute(_starlette_routing.WebSocketRoute):
         endpoint: Callable[..., Any],
         *,
         name: str | None = None,
-        middleware: list[Middleware] | None = None,
+        middleware: Sequence[Middleware] | None = None,
     ) -> None:
         if isinstance(endpoint, type) and issubclass(endpoint, WebSocketEndpoint):
             raise TypeError(
