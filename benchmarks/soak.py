@@ -272,7 +272,8 @@ def main() -> None:
     print("turbows soak: uvicorn (uvloop, httptools, websockets-sansio), one worker")
     print(f"  core                 {stats['implementation']}")
     print(f"  messages             {per_connection:,} over {args.connections} connections (half text, half JSON)")
-    print(f"                       {report['message_seconds']:.1f} s, {rate:,.0f} msg/s (round trips; the Python client is the bottleneck)")
+    print(f"                       {report['message_seconds']:.1f} s, {rate:,.0f} msg/s "
+          "(round trips; the Python client is the bottleneck)")
     print(f"                       server CPU {report['message_cpu']:.2f} s: "
           f"{per_connection / max(report['message_cpu'], 1e-9):,.0f} msg per server CPU second")
     print(f"  connect/disconnect   {args.cycles:,} cycles, {report['cycle_seconds']:.1f} s, {cycle_rate:,.0f} cycles/s; "

@@ -1,8 +1,9 @@
 """Fixtures for the integration tests: real servers in subprocesses, one per server and core.
 
 ``server`` runs each test once per (server, core): uvicorn with its default
-websocket protocol (websockets-sansio) and with wsproto, hypercorn on asyncio
-and on trio, and daphne where it is installed; each on the compiled
+websocket protocol (websockets-sansio), with wsproto and with the legacy
+websockets protocol, hypercorn on asyncio and on trio, and daphne where it
+is installed; each on the compiled
 (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
@@ -27,13 +28,23 @@ from harness import ServerProcess
 #: Per test, a hard bound: nothing can hang CI.
 WATCHDOG_SECONDS = 150
 
-SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "hypercorn", "hypercorn-trio", "daphne")
+SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "hypercorn", "hypercorn-trio", "daphne")
 CORE_NAMES = ("speedups", "pure")
 
 
+#: The modules each server needs.
+REQUIRES = {
+    "uvicorn": ("uvicorn", "websockets"),
+    "uvicorn-wsproto": ("uvicorn", "wsproto"),
+    "uvicorn-legacy": ("uvicorn", "websockets"),
+    "hypercorn": ("hypercorn",),
+    "hypercorn-trio": ("hypercorn", "trio"),
+    "daphne": ("daphne",),
+}
+
+
 def _installed(server: str) -> bool:
-    module = {"uvicorn-wsproto": "wsproto", "hypercorn-trio": "trio"}.get(server, server.split("-")[0])
-    return importlib.util.find_spec(server.split("-")[0]) is not None and importlib.util.find_spec(module) is not None
+    return all(importlib.util.find_spec(module) is not None for module in REQUIRES[server])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,7 +64,7 @@ def _pair_skip(server: str, core: str) -> None:
     if core == "speedups" and NO_EXTENSIONS:
         pytest.skip("TURBOWS_NO_EXTENSIONS is set: the compiled core is not loaded")
     if not _installed(server):
-        pytest.skip(f"{server} is not installed (optional; pip install daphne to run it)")
+        pytest.skip(f"{server} needs {', '.join(REQUIRES[server])}, not all installed (daphne is optional)")
 
 
 @pytest.fixture(
@@ -64,12 +75,13 @@ def _pair_skip(server: str, core: str) -> None:
 def _served(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     server, core = request.param
     _pair_skip(server, core)
-    process = ServerProcess(server, core).start()
+    process = ServerProcess(server, core)
     try:
-        process.check()
+        process.start().check()
         yield process
     finally:
         process.stop()
+        process.discard_log()
 
 
 @pytest.fixture

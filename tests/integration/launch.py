@@ -17,7 +17,7 @@ import resource
 import socket
 import sys
 
-SERVERS = ("uvicorn", "uvicorn-wsproto", "hypercorn", "hypercorn-trio", "daphne")
+SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "hypercorn", "hypercorn-trio", "daphne")
 
 #: Large enough for the 1 MiB messages, both ways.
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -103,6 +103,8 @@ def main() -> None:
         os.environ["TURBOWS_IT_PROTOCOL"] = getattr(AutoWebSocketsProtocol, "__name__", "")
     elif args.server == "uvicorn-wsproto":
         os.environ["TURBOWS_IT_PROTOCOL"] = "WSProtocol"
+    elif args.server == "uvicorn-legacy":
+        os.environ["TURBOWS_IT_PROTOCOL"] = "WebSocketProtocol"
     app = _load(args.app, args.app_dir)
 
     if args.server == "daphne":
@@ -120,6 +122,12 @@ def main() -> None:
         _serve_uvicorn(app, sock, "auto")
     elif args.server == "uvicorn-wsproto":
         _serve_uvicorn(app, sock, "wsproto")
+    elif args.server == "uvicorn-legacy":
+        import warnings
+
+        # uvicorn's ws="websockets": built on websockets.legacy, deprecated but still shipped
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
+        _serve_uvicorn(app, sock, "websockets")
     elif args.server == "hypercorn":
         import asyncio
 

@@ -222,7 +222,18 @@ def _receive_call(name: str) -> Step:
     return lambda ws: getattr(ws, name)()
 
 
-@pytest.mark.parametrize(("call", "message", "starlette", "expected"), WRONG_FRAMES)
+WRONG_FRAME_IDS = [
+    "text-on-binary",
+    "text-on-binary-with-text-None",
+    "bytes-on-text",
+    "bytes-on-text-with-bytes-None",
+    "json-on-binary",
+    "binary-json-on-text",
+    "text-on-empty-receive",
+]
+
+
+@pytest.mark.parametrize(("call", "message", "starlette", "expected"), WRONG_FRAMES, ids=WRONG_FRAME_IDS)
 def test_wrong_frame_type(websocket_class: type, call: str, message: Any, starlette: Any, expected: str) -> None:
     follow_up = text("next") if call in ("receive_text", "receive_json") else binary(b"next")
     follow_up = text('"next"') if call == "receive_json" else follow_up
@@ -266,7 +277,9 @@ def test_first_message_is_not_connect(websocket_class: type) -> None:
 @pytest.mark.parametrize("message_type", ["websocket.connect", "websocket.bogus", "http.request", "lifespan.startup"])
 def test_unexpected_message_after_accept(websocket_class: type, message_type: str) -> None:
     trace = play_both(
-        websocket_class, [accept, lambda ws: ws.receive_text(), lambda ws: ws.receive()], [CONNECT, {"type": message_type}, text("x")]
+        websocket_class,
+        [accept, lambda ws: ws.receive_text(), lambda ws: ws.receive()],
+        [CONNECT, {"type": message_type}, text("x")],
     )
     error = trace.error(1)
     assert type(error) is RuntimeError
@@ -309,7 +322,9 @@ def test_app_sends_an_unknown_message_type(websocket_class: type) -> None:
         [accept, lambda ws: ws.send({"type": "websocket.bogus"}), lambda ws: ws.send_text("after")],
         [CONNECT],
     )
-    assert str(trace.error(1)) == "Expected ASGI message \"websocket.send\" or \"websocket.close\", but got 'websocket.bogus'"
+    assert str(trace.error(1)) == (
+        "Expected ASGI message \"websocket.send\" or \"websocket.close\", but got 'websocket.bogus'"
+    )
     assert trace.sent == [ACCEPT, {"type": "websocket.send", "text": "after"}]
 
 
@@ -396,7 +411,11 @@ def test_denial_response_without_the_extension(websocket_class: type) -> None:
 def test_denial_response_after_accepting(websocket_class: type) -> None:
     trace = play_both(
         websocket_class,
-        [accept, lambda ws: ws.send_denial_response(PlainTextResponse("no", status_code=401)), lambda ws: ws.send_text("on")],
+        [
+            accept,
+            lambda ws: ws.send_denial_response(PlainTextResponse("no", status_code=401)),
+            lambda ws: ws.send_text("on"),
+        ],
         [CONNECT],
         denial=True,
     )

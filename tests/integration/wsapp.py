@@ -163,6 +163,18 @@ async def json_errors(ws: Any) -> None:
         await ws.send_json({"value": value})
 
 
+async def cancel_receive(ws: Any) -> None:
+    """A receive cancelled by a timeout (asyncio or trio) leaves the connection usable."""
+    await ws.accept()
+    with anyio.move_on_after(0.05) as timer:
+        await ws.receive_text()
+    await ws.send_json({"cancelled": timer.cancelled_caught, "states": states(ws)})
+    with anyio.fail_after(HANDLER_TIMEOUT):
+        text = await ws.receive_text()
+    await ws.send_text(f"after: {text}")
+    await _until_client_closes(ws)
+
+
 async def subprotocol(ws: Any) -> None:
     offered = ws.scope.get("subprotocols") or []
     chosen = "superchat" if "superchat" in offered else None
@@ -340,6 +352,7 @@ app = Starlette(
         WebSocketRoute("/core", Endpoint(core)),
         WebSocketRoute("/echo/{kind}", Endpoint(echo)),
         WebSocketRoute("/json-errors", Endpoint(json_errors)),
+        WebSocketRoute("/cancel-receive", Endpoint(cancel_receive)),
         WebSocketRoute("/subprotocol", Endpoint(subprotocol)),
         WebSocketRoute("/headers", Endpoint(accept_headers)),
         WebSocketRoute("/close-by-app/{key}", Endpoint(close_by_app)),
