@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import sysconfig
 from pathlib import Path
 
 from setuptools import Extension, setup
@@ -88,6 +89,16 @@ def _extensions() -> list[Extension]:
     return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
 
 
+def _dependencies() -> list[str]:
+    """Per wheel: orjson publishes no free-threaded wheels and its source build
+    refuses a free-threaded interpreter, so a 3.14t wheel leaves it out and
+    turbows uses the standard library there, as it does wherever orjson is missing."""
+    dependencies = ["starlette>=1.7,<2"]
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        dependencies.append("orjson>=3.9")
+    return dependencies
+
+
 class OptionalBuildExt(build_ext):
     """Compile the core if possible; fall back to pure unless compiling is required."""
 
@@ -112,6 +123,7 @@ class OptionalBuildExt(build_ext):
 
 
 setup(
+    install_requires=_dependencies(),
     ext_modules=_extensions(),
     cmdclass={"build_ext": OptionalBuildExt},
 )

@@ -39,6 +39,9 @@ cdef extern from "Python.h":
     ctypedef struct _TypeWithAsync "PyTypeObject":
         PyAsyncMethods *tp_as_async
 
+    # With a NULL value: delete. Cython's own declaration takes `object`.
+    int _generic_setattr "PyObject_GenericSetAttr"(object target, object name, PyObject *value) except -1
+
 
 # What a _Call does; see _Call._start and _Call._finish.
 cdef enum Op:
@@ -90,7 +93,7 @@ cdef class _Call:
     accepts it, as it accepts Cython's own coroutines.
     """
 
-    cdef _Core ws
+    cdef WebSocketCore ws
     cdef Op op
     cdef Stage stage
     # Whether an OSError from the server's send means the peer is gone.
@@ -99,6 +102,9 @@ cdef class _Call:
     cdef bint binary
     # RECEIVE*: whether the connect message is the one awaited.
     cdef bint connecting
+    # The server's call goes through the WebSocket's own receive()/send()
+    # (overridden somewhere), which make the checks themselves.
+    cdef bint through_methods
     # The call's arguments, then the message being sent.
     cdef object first
     cdef object second
@@ -211,15 +217,20 @@ cdef class _Call:
     # Each mirrors the pure core's async method of the same name, in order.
 
     cdef int _start(self) except -1:
-        cdef _Core ws = self.ws
+        cdef WebSocketCore ws = self.ws
         cdef Op op = self.op
+        # Starlette's typed methods call self.receive() and self.send(); where
+        # either is overridden, go through them too. receive() and send()
+        # themselves never do: an override calling super() would recurse.
+        cdef bint through_methods = ws._delegate and op != RECEIVE and op != SEND
         if op == RECEIVE or op == RECEIVE_TEXT or op == RECEIVE_BYTES or op == RECEIVE_JSON:
             if op == RECEIVE_JSON:
                 self.binary = _check_mode(self.first)
             if op != RECEIVE:
                 ws._check_receiving()
-            ws._check_client()
-            self._start_receive()
+            if not through_methods:
+                ws._check_client()
+            self._start_receive(through_methods)
             return 0
         if op == SEND_TEXT:
             message = {"type": "websocket.send", "text": self.first}
@@ -236,24 +247,34 @@ cdef class _Call:
             self.second = self.second or []  # headers
             if ws._client_state == CONNECTING:
                 # If we haven't yet seen the 'connect' message, then wait for it first.
-                self._start_receive()
+                self._start_receive(through_methods)
                 return 0
             message = self._accept_message()
         else:  # SEND
             message = self.first
-        self._start_send(message)
+        self._start_send(message, through_methods)
         return 0
 
-    cdef int _start_receive(self) except -1:
-        self.connecting = self.ws._client_state == CONNECTING
+    cdef int _start_receive(self, bint through_methods) except -1:
+        self.through_methods = through_methods
+        if through_methods:
+            awaitable = self.ws.receive()
+        else:
+            self.connecting = self.ws._client_state == CONNECTING
+            awaitable = self.ws._receive()
         self.stage = RECEIVING
-        self.inner = _awaitable_iterator(self.ws._receive())
+        self.inner = _awaitable_iterator(awaitable)
         return 0
 
-    cdef int _start_send(self, object message) except -1:
-        self.sending_connected = self.ws._sending(message)
+    cdef int _start_send(self, object message, bint through_methods) except -1:
+        if through_methods:
+            self.sending_connected = False  # the WebSocket's send() translates OSError itself
+            awaitable = self.ws.send(message)
+        else:
+            self.sending_connected = self.ws._sending(message)
+            awaitable = self.ws._send(message)
         self.stage = SENDING
-        self.inner = _awaitable_iterator(self.ws._send(message))
+        self.inner = _awaitable_iterator(awaitable)
         return 0
 
     cdef dict _accept_message(self):
@@ -261,19 +282,21 @@ cdef class _Call:
 
     cdef object _finish(self, object returned):
         """The server's call returned ``returned``: the call's result, or the next stage."""
-        cdef _Core ws = self.ws
+        cdef WebSocketCore ws = self.ws
         cdef Op op = self.op
         cdef Stage stage = self.stage
         self.inner = None
         self.stage = DONE  # unless ACCEPT goes on to send
         if stage == SENDING:
             return None
-        if self.connecting:
+        if self.through_methods:
+            message = returned  # the WebSocket's receive() made the checks
+        elif self.connecting:
             message = ws._connected(returned)
         else:
             message = ws._received(returned)
         if op == ACCEPT:
-            self._start_send(self._accept_message())
+            self._start_send(self._accept_message(), self.through_methods)
             return None
         if op == RECEIVE:
             return message
@@ -326,7 +349,10 @@ cdef object _exception(object error_type, object error, object traceback):
     return exception
 
 
-cdef inline _Call _call(_Core ws, Op op, object first, object second):
+cdef class WebSocketCore
+
+
+cdef inline _Call _call(WebSocketCore ws, Op op, object first, object second):
     cdef _Call call = _Call.__new__(_Call)
     call.ws = ws
     call.op = op
@@ -335,8 +361,35 @@ cdef inline _Call _call(_Core ws, Op op, object first, object second):
     return call
 
 
+# type -> whether it overrides receive() or send(); filled once per class.
+cdef dict _OVERRIDING_TYPES = {}
+
+
+cdef bint _overrides_receive_or_send(type cls) except -1:
+    overrides = _OVERRIDING_TYPES.get(cls)
+    if overrides is None:
+        overrides = cls.receive is not _PLAIN_RECEIVE or cls.send is not _PLAIN_SEND
+        _OVERRIDING_TYPES[cls] = overrides
+    return overrides
+
+
 cdef class WebSocketCore(_Core):
     """The compiled core: ``_core_c``'s class, its hot methods returning ``_Call``s."""
+
+    # receive() or send() is overridden, on the instance or in a subclass:
+    # the typed methods go through them, as Starlette's do.
+    cdef bint _delegate
+
+    def __cinit__(self, *args, **kwargs):
+        self._delegate = _overrides_receive_or_send(type(self))
+
+    def __setattr__(self, name, value):
+        if name == "receive" or name == "send":
+            self._delegate = True
+        _generic_setattr(self, name, <PyObject *>value)
+
+    def __delattr__(self, name):
+        _generic_setattr(self, name, NULL)
 
     def receive(self):
         """Receive ASGI websocket messages, ensuring valid state transitions."""
@@ -369,3 +422,7 @@ cdef class WebSocketCore(_Core):
 
     def send_json(self, data, mode="text"):
         return _call(self, SEND_JSON, data, mode)
+
+
+_PLAIN_RECEIVE = WebSocketCore.receive
+_PLAIN_SEND = WebSocketCore.send

@@ -236,12 +236,6 @@ def test_checks_keep_starlettes_class(websocket_class: type) -> None:
     assert STARLETTE_WEBSOCKET in routes._REQUEST_TYPES
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Responder's ws_idle_timeout shadows ws.receive on the instance; Starlette's receive_text() "
-    "goes through self.receive(), turbows' core calls the ASGI receive directly, so under install() "
-    "the timeout only bounds ws.receive(), not receive_text()/receive_bytes()/receive_json()/iter_*()",
-)
 @pytest.mark.anyio
 async def test_instance_receive_override_is_honoured(websocket_class: type) -> None:
     async def asgi_receive() -> dict[str, Any]:

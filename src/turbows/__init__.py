@@ -8,6 +8,7 @@ was at hand. ``IMPLEMENTATION`` says which one was loaded.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from starlette.websockets import (
     WebSocketClose,
     WebSocketDisconnect,
@@ -21,6 +22,7 @@ from ._install import install, uninstall, websocket_endpoint
 
 __all__ = [
     "IMPLEMENTATION",
+    "__version__",
     "WebSocket",
     "WebSocketClose",
     "WebSocketDisconnect",
@@ -31,6 +33,11 @@ __all__ = [
     "uninstall",
     "websocket_endpoint",
 ]
+
+try:
+    __version__: str = version("turbows")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0+unknown"
 
 #: ``"speedups"`` or ``"pure"``: which core this import loaded.
 IMPLEMENTATION: str = next(iter(CORES))

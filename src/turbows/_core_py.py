@@ -11,11 +11,10 @@ The reference is ``starlette.websockets.WebSocket`` (identical from Starlette
 1.7 to 1.10): every check, state move, message and exception below mirrors
 it, in its order. The code differs in shape only where that makes it fast:
 
-- ``receive_*``, ``send_*``, ``accept`` and ``close`` await the server's
-  ``receive``/``send`` directly instead of through ``self.receive()`` and
-  ``self.send()``, so each call is one coroutine, not two. The checks those
-  methods make live in the non-async helpers ``_received``, ``_connected``
-  and ``_sending``, shared with ``receive()`` and ``send()``.
+- the checks ``receive()`` and ``send()`` make live in the non-async helpers
+  ``_received``, ``_connected`` and ``_sending``, which the compiled core's
+  awaitables (``_speedups/_calls_c.pyx``) call around the server's
+  ``receive``/``send`` without a coroutine of their own;
 - states are small integers; ``client_state`` and ``application_state``
   show them as ``WebSocketState`` members.
 - JSON: the pure core makes Starlette's own calls; the compiled core swaps in
@@ -270,7 +269,7 @@ class WebSocketCore:
         headers = headers or []
         if self._client_state == _CONNECTING:
             # If we haven't yet seen the 'connect' message, then wait for it first.
-            self._connected(await self._receive())
+            await self.receive()
         await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": headers})
 
     async def close(self, code=1000, reason=None):
@@ -283,68 +282,39 @@ class WebSocketCore:
             raise RuntimeError("The server doesn't support the Websocket Denial Response extension.")
 
     # -- messages --------------------------------------------------------------
-    # Each awaits the server directly: one coroutine per call on the common path.
+    # Through self.receive() and self.send(), as Starlette's are, so an override
+    # of either, on the instance or in a subclass, is honoured (Responder's
+    # ws_idle_timeout sets one). The compiled core's versions (_calls_c) take
+    # the same path when it sees an override, and await the server directly
+    # when there is none.
 
     async def receive_text(self):
         self._check_receiving()
-        self._check_client()
-        if self._client_state == _CONNECTED:
-            message = self._received(await self._receive())
-        else:
-            message = self._connected(await self._receive())
+        message = await self.receive()
         _raise_on_disconnect(message)
         return _text_of(message)
 
     async def receive_bytes(self):
         self._check_receiving()
-        self._check_client()
-        if self._client_state == _CONNECTED:
-            message = self._received(await self._receive())
-        else:
-            message = self._connected(await self._receive())
+        message = await self.receive()
         _raise_on_disconnect(message)
         return _bytes_of(message)
 
     async def receive_json(self, mode="text"):
         binary = _check_mode(mode)
         self._check_receiving()
-        self._check_client()
-        if self._client_state == _CONNECTED:
-            message = self._received(await self._receive())
-        else:
-            message = self._connected(await self._receive())
+        message = await self.receive()
         _raise_on_disconnect(message)
         return _decode_json(message, binary)
 
     async def send_text(self, data):
-        message = {"type": "websocket.send", "text": data}
-        if self._sending(message):
-            try:
-                await self._send(message)
-            except OSError:
-                raise self._lost()
-        else:
-            await self._send(message)
+        await self.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data):
-        message = {"type": "websocket.send", "bytes": data}
-        if self._sending(message):
-            try:
-                await self._send(message)
-            except OSError:
-                raise self._lost()
-        else:
-            await self._send(message)
+        await self.send({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data, mode="text"):
         if _check_mode(mode):
-            message = {"type": "websocket.send", "bytes": dumps_bytes(data)}
+            await self.send({"type": "websocket.send", "bytes": dumps_bytes(data)})
         else:
-            message = {"type": "websocket.send", "text": dumps_text(data)}
-        if self._sending(message):
-            try:
-                await self._send(message)
-            except OSError:
-                raise self._lost()
-        else:
-            await self._send(message)
+            await self.send({"type": "websocket.send", "text": dumps_text(data)})
