@@ -1,7 +1,7 @@
 # cython: language_level=3
 """The compiled core's hot methods: one C-level awaitable per call, no coroutine.
 
-Why this file exists (measured, see README "How the compiled core is fast"):
+Why this file exists (measured; README, "How the cores are built"):
 Cython awaits a CPython coroutine through its ``__await__()`` wrapper and
 fetches the result from a ``StopIteration``: two allocations and an exception
 per server call, which made a Cython ``async def`` cost as much as Python's.
@@ -11,10 +11,9 @@ coroutine with ``PyIter_Send`` and answers its own awaiter through the
 
 No behaviour lives here. Every check, state move and conversion is a call
 into ``_core_c`` (the single source shared with the pure core) or, for JSON,
-``_json_c``; this file only
-sequences them around the server's ``receive`` and ``send``, in the order the
-pure core's ``async def`` methods do. The shared test suite keeps the two in
-step.
+``_json_c``; this file only sequences them around the server's ``receive``
+and ``send``, in the order the pure core's ``async def`` methods do. The
+shared test suite keeps the two in step.
 """
 
 cimport cython
@@ -80,7 +79,11 @@ cdef object _awaitable_iterator(object awaitable):
     cdef PyAsyncMethods *slots = (<_TypeWithAsync *>Py_TYPE(awaitable)).tp_as_async
     if slots is not NULL and slots.am_send is not NULL:
         return awaitable
-    return awaitable.__await__()
+    await_method = getattr(type(awaitable), "__await__", None)
+    if await_method is None:
+        # What `await` itself raises for a server callable that is not async.
+        raise TypeError(f"object {type(awaitable).__name__} can't be used in 'await' expression")
+    return await_method(awaitable)
 
 
 @cython.final
