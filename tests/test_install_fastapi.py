@@ -30,11 +30,11 @@ from fastapi import (  # noqa: E402
 )
 from fastapi.security import APIKeyQuery  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from starlette.testclient import WebSocketDenialResponse  # noqa: E402
-from starlette.types import Receive, Scope, Send  # noqa: E402
 from starlette.websockets import WebSocket as StarletteWebSocket  # noqa: E402
 
 import turbows  # noqa: E402
+import install_harness  # noqa: E402
+from install_harness import outcome  # noqa: E402
 
 SEEN: list[type] = []
 
@@ -45,65 +45,13 @@ def _uninstall_at_teardown() -> Any:
     turbows.uninstall()
 
 
-def outcome(action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except WebSocketDenialResponse as exc:  # an HTTP response instead of a websocket
-        return ("WebSocketDenialResponse", exc.status_code, exc.text)
-    except WebSocketDisconnect as exc:
-        return ("WebSocketDisconnect", exc.code, exc.reason)
-    except Exception as exc:
-        return (type(exc).__name__, str(exc))
-
-
 def connect(client: TestClient, url: str, **kwargs: Any) -> Any:
     """Open a connection that the app is expected to refuse."""
     return outcome(lambda: client.websocket_connect(url, **kwargs).__enter__())
 
 
-class Recorder:
-    """ASGI wrapper keeping every message the app sends, per connection."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.connections: list[tuple[str, list[dict[str, Any]]]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        sent: list[dict[str, Any]] = []
-        self.connections.append((scope["path"], sent))
-
-        async def recording_send(message: dict[str, Any]) -> None:
-            sent.append(dict(message))
-            await send(message)
-
-        await self.app(scope, receive, recording_send)
-
-
 def run_both(app: Any, script: Callable[[TestClient], Any], websocket_class: type, backend: str) -> Any:
-    """Run ``script`` without and with install(); assert the same transcript (what
-    the client saw, what the app sent) and the classes the endpoints got."""
-    results = []
-    for cls in (None, websocket_class):
-        SEEN.clear()
-        recorder = Recorder(app)
-        if cls is not None:
-            turbows.install(websocket_class=cls)
-        try:
-            with TestClient(recorder, backend=backend) as client:
-                transcript = script(client)
-        finally:
-            turbows.uninstall()
-        results.append((transcript, recorder.connections, list(SEEN)))
-    (plain, plain_sent, plain_seen), (turbo, turbo_sent, turbo_seen) = results
-    assert turbo == plain
-    assert turbo_sent == plain_sent
-    assert plain_seen and all(t is StarletteWebSocket for t in plain_seen)
-    assert len(turbo_seen) == len(plain_seen)
-    assert all(t is websocket_class for t in turbo_seen)
-    return turbo
+    return install_harness.run_both(app, script, websocket_class, backend, SEEN)[0]
 
 
 # The docs' "Using Depends and others" example, plus a header security

@@ -14,11 +14,12 @@ import pytest
 
 responder = pytest.importorskip("responder")
 
-from starlette.testclient import TestClient, WebSocketDenialResponse  # noqa: E402
-from starlette.types import Receive, Scope, Send  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState  # noqa: E402
 
 import turbows  # noqa: E402
+import install_harness  # noqa: E402
+from install_harness import outcome  # noqa: E402
 
 STARLETTE_WEBSOCKET = WebSocket  # bound at import, before any install()
 SEEN: list[type] = []
@@ -31,60 +32,8 @@ def _uninstall_at_teardown() -> Any:
     turbows.uninstall()
 
 
-def outcome(action: Callable[[], Any]) -> Any:
-    try:
-        return action()
-    except WebSocketDenialResponse as exc:
-        return ("WebSocketDenialResponse", exc.status_code, exc.text)
-    except WebSocketDisconnect as exc:
-        return ("WebSocketDisconnect", exc.code, exc.reason)
-    except Exception as exc:
-        return (type(exc).__name__, str(exc))
-
-
-class Recorder:
-    """ASGI wrapper keeping every message the app sends, per connection."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.connections: list[tuple[str, list[dict[str, Any]]]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        sent: list[dict[str, Any]] = []
-        self.connections.append((scope["path"], sent))
-
-        async def recording_send(message: dict[str, Any]) -> None:
-            sent.append(dict(message))
-            await send(message)
-
-        await self.app(scope, receive, recording_send)
-
-
 def run_both(api: Any, script: Callable[[TestClient], Any], websocket_class: type, backend: str) -> Any:
-    """Run ``script`` without and with install(); assert the same transcript (what
-    the client saw, what the app sent) and the classes the handlers got."""
-    results = []
-    for cls in (None, websocket_class):
-        SEEN.clear()
-        if cls is not None:
-            turbows.install(websocket_class=cls)
-        recorder = Recorder(api)
-        try:
-            with TestClient(recorder, backend=backend) as client:
-                transcript = script(client)
-        finally:
-            turbows.uninstall()
-        results.append((transcript, recorder.connections, list(SEEN)))
-    (plain, plain_sent, plain_seen), (turbo, turbo_sent, turbo_seen) = results
-    assert turbo == plain
-    assert turbo_sent == plain_sent
-    assert plain_seen and all(t is STARLETTE_WEBSOCKET for t in plain_seen)
-    assert len(turbo_seen) == len(plain_seen)
-    assert all(t is websocket_class for t in turbo_seen)
-    return turbo
+    return install_harness.run_both(api, script, websocket_class, backend, SEEN)[0]
 
 
 # The docs' echo, and a chat room broadcasting to everyone in it

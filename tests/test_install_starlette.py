@@ -29,11 +29,13 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
-from starlette.testclient import TestClient, WebSocketDenialResponse
+from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketClose, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketClose
 
 import turbows
+import install_harness
+from install_harness import outcome
 
 STARLETTE_WEBSOCKET = WebSocket  # bound at import, before any install()
 SEEN: list[type] = []  # type(websocket) of every object an endpoint or handler got
@@ -46,63 +48,8 @@ def _uninstall_at_teardown() -> Any:
     turbows.uninstall()
 
 
-def outcome(action: Callable[[], Any]) -> Any:
-    """What the client saw: the value, or the exception's class and details."""
-    try:
-        return action()
-    except WebSocketDenialResponse as exc:  # an HTTP response instead of a websocket
-        return ("WebSocketDenialResponse", exc.status_code, exc.text)
-    except WebSocketDisconnect as exc:
-        return ("WebSocketDisconnect", exc.code, exc.reason)
-    except Exception as exc:
-        return (type(exc).__name__, str(exc))
-
-
-class Recorder:
-    """ASGI wrapper keeping every message the app sends, per connection."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.connections: list[tuple[str, list[dict[str, Any]]]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "websocket":
-            await self.app(scope, receive, send)
-            return
-        sent: list[dict[str, Any]] = []
-        self.connections.append((scope["path"], sent))
-
-        async def recording_send(message: dict[str, Any]) -> None:
-            sent.append(dict(message))
-            await send(message)
-
-        await self.app(scope, receive, recording_send)
-
-
 def run_both(app: Any, script: Callable[[TestClient], Any], websocket_class: type, backend: str) -> Any:
-    """Run ``script`` without and with install(); assert the same transcript (what
-    the client saw, what the app sent) and the classes the endpoints got."""
-    results = []
-    for cls in (None, websocket_class):
-        SEEN.clear()
-        CLOSED.clear()
-        recorder = Recorder(app)
-        if cls is not None:
-            turbows.install(websocket_class=cls)
-        try:
-            with TestClient(recorder, backend=backend) as client:
-                transcript = script(client)
-        finally:
-            turbows.uninstall()
-        results.append((transcript, recorder.connections, list(CLOSED), list(SEEN)))
-    (plain, plain_sent, plain_closed, plain_seen), (turbo, turbo_sent, turbo_closed, turbo_seen) = results
-    assert turbo == plain
-    assert turbo_sent == plain_sent
-    assert turbo_closed == plain_closed
-    assert plain_seen and all(t is STARLETTE_WEBSOCKET for t in plain_seen)
-    assert len(turbo_seen) == len(plain_seen)
-    assert all(t is websocket_class for t in turbo_seen)
-    return turbo, turbo_sent
+    return install_harness.run_both(app, script, websocket_class, backend, SEEN, also_equal=[CLOSED])
 
 
 # WebSocketRoute with a typed path parameter
