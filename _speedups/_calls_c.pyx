@@ -58,6 +58,7 @@ cdef enum Op:
 # The core's state values (WebSocketState's).
 cdef enum:
     CONNECTING = 0
+    DISCONNECTED = 2
 
 cdef enum Stage:
     NEW           # not yet stepped: nothing has run, as with a fresh coroutine
@@ -303,7 +304,10 @@ cdef class _Call:
             return None
         if op == RECEIVE:
             return message
-        _raise_on_disconnect(message)
+        if self.through_methods or ws._client_state == DISCONNECTED:
+            # _received moves the state on a disconnect message, so while the
+            # state is not DISCONNECTED this was no disconnect: skip the lookup.
+            _raise_on_disconnect(message)
         if op == RECEIVE_TEXT:
             return _text_of(message)
         if op == RECEIVE_BYTES:
