@@ -80,11 +80,11 @@ def _extensions() -> list[Extension]:
     shutil.copyfile(SPEEDUPS / "_core_c.pxd", package / "_core_c.pxd")
     # Hand-written where measurements demanded it (see each file's docstring):
     # orjson with its exactness checks, and the awaitables that drive the server's calls.
-    for name in ("_json_c.pyx", "_json_c.pxd", "_calls_c.pyx"):
+    for name in ("_json_c.pyx", "_json_c.pxd", "_calls_c.pyx", "_protocol_c.pyx"):
         shutil.copyfile(SPEEDUPS / name, package / name)
     extensions = [
         Extension(f"turbows.{name}", [str((package / source).relative_to(HERE))])
-        for name, source in (("_core_c", "_core_c.py"), ("_json_c", "_json_c.pyx"), ("_calls_c", "_calls_c.pyx"))
+        for name, source in (("_core_c", "_core_c.py"), ("_json_c", "_json_c.pyx"), ("_calls_c", "_calls_c.pyx"), ("_protocol_c", "_protocol_c.pyx"))
     ]
     return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
 

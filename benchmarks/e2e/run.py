@@ -27,10 +27,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 IMPLS = ("starlette", "speedups", "pure")
-SERVERS = ("uvicorn", "uvicorn-wsproto", "hypercorn")
+SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-turbows", "hypercorn")
 SERVER_LABEL = {
     "uvicorn": "uvicorn (uvloop, httptools, default ws)",
     "uvicorn-wsproto": "uvicorn (ws=wsproto)",
+    "uvicorn-turbows": "uvicorn (ws=turbows.uvicorn, native)",
     "hypercorn": "hypercorn (uvloop)",
     "picows": "picows echo server",
 }

@@ -1,6 +1,6 @@
 """Serve app.py (or picows' own echo server) in this very process, so its PID is the server's.
 
-    python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | hypercorn | picows
+    python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | uvicorn-turbows | hypercorn | picows
 
 ``BENCH_WS`` picks the WebSocket class (see app.py). ``BENCH_PROFILE=path``
 runs the server under cProfile and writes the stats to ``path`` on SIGTERM/SIGINT.
@@ -26,6 +26,17 @@ def serve_uvicorn(port: int, ws: str) -> None:
         log_level="warning", access_log=False, lifespan="off", ws_max_size=16 * 1024 * 1024,
     )
     uvicorn.Server(config).run()
+
+
+def native_protocol() -> type:
+    """turbows' compiled uvicorn protocol, also when BENCH_WS=pure: there TURBOWS_NO_EXTENSIONS
+    picks the app's WebSocket core, and turbows.uvicorn would fall back to uvicorn's sansio protocol."""
+    from turbows import _protocol_c
+
+    class WebSocketProtocol(_protocol_c.WebSocketProtocol, asyncio.Protocol):
+        pass
+
+    return WebSocketProtocol
 
 
 def serve_hypercorn(port: int) -> None:
@@ -82,6 +93,7 @@ def main() -> None:
     run = {
         "uvicorn": lambda: serve_uvicorn(port, "auto"),
         "uvicorn-wsproto": lambda: serve_uvicorn(port, "wsproto"),
+        "uvicorn-turbows": lambda: serve_uvicorn(port, native_protocol()),
         "hypercorn": lambda: serve_hypercorn(port),
         "picows": lambda: serve_picows(port),
     }[server]

@@ -1,10 +1,11 @@
 """Fixtures for the integration tests: real servers in subprocesses, one per server and core.
 
 ``server`` runs each test once per (server, core): uvicorn with its default
-websocket protocol (websockets-sansio), with wsproto and with the legacy
-websockets protocol, hypercorn on asyncio and on trio, and daphne where it
-is installed; each on the compiled
-(``speedups``) and the ``pure`` core. One process serves every test of its
+websocket protocol (websockets-sansio), with wsproto, with the legacy
+websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
+compiled-only: on the pure core it would be the sansio fallback), hypercorn
+on asyncio and on trio, and daphne where it is installed; each on the
+compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
 Every test is bounded: the harness puts a timeout on each await and on
@@ -28,7 +29,7 @@ from harness import ServerProcess
 #: Per test, a hard bound: nothing can hang CI.
 WATCHDOG_SECONDS = 150
 
-SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "hypercorn", "hypercorn-trio", "daphne")
+SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "uvicorn-turbows", "hypercorn", "hypercorn-trio", "daphne")
 CORE_NAMES = ("speedups", "pure")
 
 
@@ -37,6 +38,7 @@ REQUIRES = {
     "uvicorn": ("uvicorn", "websockets"),
     "uvicorn-wsproto": ("uvicorn", "wsproto"),
     "uvicorn-legacy": ("uvicorn", "websockets"),
+    "uvicorn-turbows": ("uvicorn",),
     "hypercorn": ("hypercorn",),
     "hypercorn-trio": ("hypercorn", "trio"),
     "daphne": ("daphne",),
@@ -63,6 +65,10 @@ def _watchdog() -> Iterator[None]:
 def _pair_skip(server: str, core: str) -> None:
     if core == "speedups" and NO_EXTENSIONS:
         pytest.skip("TURBOWS_NO_EXTENSIONS is set: the compiled core is not loaded")
+    if server == "uvicorn-turbows" and core == "pure":
+        # TURBOWS_NO_EXTENSIONS makes turbows.uvicorn fall back to uvicorn's sansio protocol:
+        # that pair would only repeat "uvicorn-pure".
+        pytest.skip("the native protocol is compiled: with the pure core it is uvicorn's sansio protocol")
     if not _installed(server):
         pytest.skip(f"{server} needs {', '.join(REQUIRES[server])}, not all installed (daphne is optional)")
 

@@ -17,7 +17,7 @@ import resource
 import socket
 import sys
 
-SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "hypercorn", "hypercorn-trio", "daphne")
+SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "uvicorn-turbows", "hypercorn", "hypercorn-trio", "daphne")
 
 #: Large enough for the 1 MiB messages, both ways.
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -105,6 +105,12 @@ def main() -> None:
         os.environ["TURBOWS_IT_PROTOCOL"] = "WSProtocol"
     elif args.server == "uvicorn-legacy":
         os.environ["TURBOWS_IT_PROTOCOL"] = "WebSocketProtocol"
+    elif args.server == "uvicorn-turbows":
+        # turbows' native protocol (served by its import string, as a user would name it);
+        # the app reports whether it is the compiled one or the sansio fallback.
+        import turbows.uvicorn
+
+        os.environ["TURBOWS_IT_PROTOCOL"] = "native" if turbows.uvicorn.NATIVE else "sansio-fallback"
     app = _load(args.app, args.app_dir)
 
     if args.server == "daphne":
@@ -122,6 +128,8 @@ def main() -> None:
         _serve_uvicorn(app, sock, "auto")
     elif args.server == "uvicorn-wsproto":
         _serve_uvicorn(app, sock, "wsproto")
+    elif args.server == "uvicorn-turbows":
+        _serve_uvicorn(app, sock, "turbows.uvicorn:WebSocketProtocol")
     elif args.server == "uvicorn-legacy":
         import warnings
 

@@ -51,6 +51,8 @@ TRAITS = {
     # connection_lost after the handshake queues code 1005; its send raises ClientDisconnected (an OSError).
     "uvicorn": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
     "uvicorn-wsproto": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
+    # turbows' native protocol behaves as uvicorn's sansio one.
+    "uvicorn-turbows": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
     # ws="websockets" (websockets.legacy): the disconnect's code is websockets' CloseCode enum, its
     # reason ""; a send after the loss raises ClientDisconnected (an OSError) or, once the protocol
     # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn.
@@ -117,6 +119,8 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
     assert info["class"] == "turbows.WebSocket"
     if server.server == "uvicorn":
         assert info["protocol"] == "WebSocketsSansIOProtocol"  # uvicorn's default, "auto"
+    if server.server == "uvicorn-turbows":
+        assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
     expected = ["websocket.http.response"] if traits(server).denial else []
     assert info["extensions"] == expected
 

@@ -1,0 +1,267 @@
+"""turbows' native protocol under a real uvicorn (in this process, on 127.0.0.1:0):
+TLS, keepalive, write-side flow control, access log, denial. Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+from wsframes import mask_frame
+
+WS = "turbows.uvicorn:WebSocketProtocol"
+
+
+@asynccontextmanager
+async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, ws=WS, lifespan="off", log_level="info", **config
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (uvicorn < 0.29)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if server.started:
+                break
+            await asyncio.sleep(0.02)
+        assert server.started
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+async def echo(scope: Any, receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.connect":
+            await send({"type": "websocket.accept"})
+        elif message["type"] == "websocket.receive":
+            await send(
+                {
+                    "type": "websocket.send",
+                    **{k: v for k, v in message.items() if k != "type"},
+                }
+            )
+        else:
+            return
+
+
+def run(coro: Any, timeout: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+HANDSHAKE = (
+    b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HANDSHAKE)
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101")
+    return reader, writer
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None,
+    reason="needs the openssl command to make a certificate",
+)
+def test_tls(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+    async def main() -> None:
+        async with serving(echo, ssl_certfile=str(cert), ssl_keyfile=str(key)) as port:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            async with connect(
+                f"wss://127.0.0.1:{port}/tls", ssl=context, open_timeout=5
+            ) as ws:
+                for message in ("hello", b"\x00" * 100_000, "żółw" * 1000):
+                    await ws.send(message)
+                    assert await asyncio.wait_for(ws.recv(), 5) == message
+
+    run(main())
+
+
+def test_keepalive_timeout_closes_with_1011() -> None:
+    async def main() -> None:
+        async with serving(echo, ws_ping_interval=0.1, ws_ping_timeout=0.2) as port:
+            reader, writer = await raw_client(port)
+            # Never answer: a ping, then a close 1011.
+            data = await asyncio.wait_for(reader.read(2 + 4), 5)
+            assert data[0] == 0x89
+            rest = await asyncio.wait_for(reader.read(), 5)
+            close_at = rest.index(b"\x88")
+            assert rest[close_at + 2 : close_at + 4] == (1011).to_bytes(2, "big")
+            writer.close()
+
+    run(main())
+
+
+def test_keepalive_answered_keeps_the_connection() -> None:
+    async def main() -> None:
+        async with (
+            serving(echo, ws_ping_interval=0.05, ws_ping_timeout=0.5) as port,
+            connect(
+                f"ws://127.0.0.1:{port}/ka", open_timeout=5, ping_interval=None
+            ) as ws,
+        ):
+            await asyncio.sleep(0.6)  # the client answers pings by itself
+            await ws.send("still here")
+            assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+
+    run(main())
+
+
+def test_sends_wait_while_the_client_does_not_read() -> None:
+    sent = []
+
+    async def flood(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            for _ in range(2000):
+                await send({"type": "websocket.send", "bytes": b"x" * 65536})
+                sent.append(1)
+        except OSError:
+            pass
+
+    async def main() -> None:
+        async with serving(flood) as port:
+            _, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 16)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+            writer.transport.pause_reading()
+            writer.write(HANDSHAKE)
+            await asyncio.sleep(1.0)
+            # 2000 x 64 KiB = 125 MiB: the app must be held back, far short of that.
+            assert 0 < len(sent) < 500, len(sent)
+            writer.transport.abort()
+            await asyncio.sleep(0.2)
+
+    run(main())
+
+
+def test_access_log_lines() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    async def main() -> None:
+        async with serving(echo) as port:
+            handler = Keep()
+            logging.getLogger("uvicorn.error").addHandler(
+                handler
+            )  # uvicorn's loggers do not propagate
+            try:
+                async with connect(
+                    f"ws://127.0.0.1:{port}/logged?q=1", open_timeout=5
+                ) as ws:
+                    await ws.send("x")
+                    await asyncio.wait_for(ws.recv(), 5)
+            finally:
+                logging.getLogger("uvicorn.error").removeHandler(handler)
+
+    run(main())
+    assert any(
+        '"WebSocket /logged?q=1" [accepted]' in record.getMessage()
+        for record in records
+    )
+
+
+def test_denial_response() -> None:
+    async def deny(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [(b"x-why", b"no")],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": b"go away"})
+
+    async def main() -> None:
+        async with serving(deny) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HANDSHAKE)
+            data = await asyncio.wait_for(reader.read(), 5)
+            assert data.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+            assert b"x-why: no\r\n" in data and data.endswith(b"\r\n\r\ngo away")
+            writer.close()
+
+    run(main())
+
+
+def test_echo_ping_and_close_on_the_wire() -> None:
+    # (Bytes in the same read as the upgrade request never reach any ws protocol:
+    # uvicorn's httptools protocol drops them, so the client waits for the 101.)
+    async def main() -> None:
+        async with serving(echo) as port:
+            reader, writer = await raw_client(port)
+            writer.write(mask_frame(1, b"early"))
+            assert await asyncio.wait_for(reader.readexactly(7), 5) == b"\x81\x05early"
+            writer.write(mask_frame(9, b"p"))
+            assert await asyncio.wait_for(reader.readexactly(3), 5) == b"\x8a\x01p"
+            writer.write(mask_frame(8, b"\x03\xe8"))
+            assert (
+                await asyncio.wait_for(reader.readexactly(4), 5) == b"\x88\x02\x03\xe8"
+            )
+            writer.close()
+
+    run(main())
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_upgrade_from_either_http_protocol(http: str) -> None:
+    async def main() -> None:
+        async with (
+            serving(echo, http=http) as port,
+            connect(
+                f"ws://127.0.0.1:{port}/h?x=1", open_timeout=5, subprotocols=None
+            ) as ws,
+        ):
+            for message in ("hi", b"\x01\x02", "x" * 70000):
+                await ws.send(message)
+                assert await asyncio.wait_for(ws.recv(), 5) == message
+            await ws.close(4001, "done")
+
+    run(main())
