@@ -53,8 +53,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # examples each. "ci": more. Pick one with HYPOTHESIS_PROFILE.
 import os  # noqa: E402
 
-from hypothesis import settings  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
-settings.register_profile("default", max_examples=1000, deadline=None)
-settings.register_profile("ci", max_examples=2500, deadline=None, print_blob=True)
+# Function-scoped fixtures (the core) are the point of these tests, and their
+# generated values are large by design: those health checks do not apply.
+_UNCHECKED = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("default", max_examples=1000, deadline=None, suppress_health_check=_UNCHECKED)
+settings.register_profile("ci", max_examples=2500, deadline=None, print_blob=True, suppress_health_check=_UNCHECKED)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

@@ -31,19 +31,13 @@ from collections import UserDict
 from types import MappingProxyType
 from typing import Any
 
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note
 from hypothesis import strategies as st
 from starlette.websockets import WebSocketState
 
 from asgi_peer import StarletteReference, documented_difference, make_scope, run_script_sync
 from turbows import WebSocketFrameTypeError
 
-EXAMPLES = settings.default.max_examples  # from the profile: at least 1,000 (tests/conftest.py)
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 
 CONNECT = {"type": "websocket.connect"}
 
@@ -254,7 +248,6 @@ def _assert_same(websocket_class: type, script: Any, messages: Any, send_errors:
     assert actual == expected
 
 
-@SETTINGS
 @given(session=sessions, send_errors=send_failures, denial=st.booleans())
 def test_random_scripts(websocket_class: type, session: Any, send_errors: Any, denial: bool) -> None:
     script, messages = session
@@ -269,7 +262,6 @@ state_operations = weighted(
 )
 
 
-@SETTINGS
 @given(
     script=st.lists(state_operations, min_size=1, max_size=8),
     messages=st.lists(server_messages, max_size=6),
@@ -295,7 +287,6 @@ receivers = st.sampled_from(
 )
 
 
-@SETTINGS
 @given(receiver=receivers, messages=st.lists(server_messages, min_size=1, max_size=4))
 def test_receivers_on_random_messages(websocket_class: type, receiver: Any, messages: Any) -> None:
     # Dense on the receive side: an accepted websocket reads random messages.

@@ -32,19 +32,13 @@ from types import ModuleType
 from typing import Any, NamedTuple
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.websockets import WebSocket as StarletteWebSocket
 
 from asgi_peer import ScriptedPeer, canonical, make_scope, run_sync
 from turbows._cores import NO_EXTENSIONS
 
-EXAMPLES = settings.default.max_examples  # from the profile: at least 1,000 (tests/conftest.py)
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 CONNECT = {"type": "websocket.connect"}
 
 
@@ -153,7 +147,6 @@ modes = st.sampled_from(["text", "binary"])
 # -- send_json ------------------------------------------------------------------------------------
 
 
-@SETTINGS
 @given(value=json_values, mode=modes)
 @example(value=[float("nan"), float("inf"), float("-inf"), -0.0], mode="text")
 @example(value={"k": 2**64, "j": -(2**63) - 1, "i": 2**63 - 1}, mode="binary")
@@ -166,7 +159,6 @@ def test_send_json_matches_starlette(websocket_class: type, value: Any, mode: st
     assert send_json_outcome(websocket_class, value, mode) == send_json_outcome(StarletteWebSocket, value, mode)
 
 
-@SETTINGS
 @given(value=json_values)
 @example(value=[float("nan"), 2**64, "\ud800", {1: 2}])
 def test_dumps_functions_match_starlette(core_module: ModuleType, value: Any) -> None:
@@ -427,7 +419,6 @@ json_texts = st.one_of(
 )
 
 
-@SETTINGS
 @given(text=json_texts)
 def test_receive_json_text_matches_starlette(websocket_class: type, text: str) -> None:
     message = {"type": "websocket.receive", "text": text}
@@ -447,7 +438,6 @@ json_bytes = st.one_of(
 )
 
 
-@SETTINGS
 @given(data=json_bytes)
 @example(data=b'"\xed\xa0\x80"')  # an encoded lone surrogate: not UTF-8
 @example(data=b"\xef\xbb\xbf[1]")
@@ -458,13 +448,11 @@ def test_receive_json_binary_matches_starlette(websocket_class: type, data: byte
     assert_same_load(expected, receive_json_outcome(websocket_class, message, "binary"))
 
 
-@SETTINGS
 @given(text=json_texts)
 def test_loads_text_matches_json_loads(core_module: ModuleType, text: str) -> None:
     assert_same_load(outcome_of(json.loads, text), outcome_of(core_module.loads_text, text))
 
 
-@SETTINGS
 @given(data=json_bytes)
 def test_loads_bytes_matches_starlette(core_module: ModuleType, data: bytes) -> None:
     assert_same_load(outcome_of(lambda: json.loads(data.decode("utf-8"))), outcome_of(core_module.loads_bytes, data))

@@ -170,6 +170,18 @@ async def close_all(clients) -> None:
             pass
 
 
+async def measured_window(run, cmd: dict) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Warm up, then count for ``cmd["duration"]`` seconds: (server CPU,
+    client CPU, wall clock) at the window's start and at its end."""
+    await asyncio.sleep(cmd["warmup"])
+    pid = cmd.get("server_pid")
+    start = server_cpu(pid), time.process_time(), time.perf_counter()
+    run.measuring = True
+    await asyncio.sleep(cmd["duration"])
+    run.measuring = False
+    return start, (server_cpu(pid), time.process_time(), time.perf_counter())
+
+
 async def echo(cmd: dict) -> dict:
     msg_type, payload = PAYLOADS[cmd["payload"]]
     run = Run(msg_type, payload)
@@ -179,13 +191,8 @@ async def echo(cmd: dict) -> dict:
         clients.append(client)
     for client in clients:
         client.kick()
-    await asyncio.sleep(cmd["warmup"])
     pid = cmd.get("server_pid")
-    s0, c0, t0 = server_cpu(pid), time.process_time(), time.perf_counter()
-    run.measuring = True
-    await asyncio.sleep(cmd["duration"])
-    run.measuring = False
-    s1, c1, t1 = server_cpu(pid), time.process_time(), time.perf_counter()
+    (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
     run.running = False
     run.drained = asyncio.get_running_loop().create_future()
     if run.outstanding:
@@ -229,13 +236,8 @@ async def fanout(cmd: dict) -> dict:
     await asyncio.sleep(0.05)
     run.running = True
     run.send()
-    await asyncio.sleep(cmd["warmup"])
     pid = cmd.get("server_pid")
-    s0, c0, t0 = server_cpu(pid), time.process_time(), time.perf_counter()
-    run.measuring = True
-    await asyncio.sleep(cmd["duration"])
-    run.measuring = False
-    s1, c1, t1 = server_cpu(pid), time.process_time(), time.perf_counter()
+    (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
     run.running = False
     run.idle = loop.create_future()
     try:
