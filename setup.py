@@ -42,12 +42,13 @@ REQUIRE_EXTENSIONS = _flag("TURBOWS_REQUIRE_EXTENSIONS")
 if NO_EXTENSIONS and REQUIRE_EXTENSIONS:
     sys.exit("turbows: TURBOWS_NO_EXTENSIONS and TURBOWS_REQUIRE_EXTENSIONS contradict each other")
 
-# Chosen, not defaulted: see the comments in _speedups/_core_c.pxd for why
-# each holds for this code.
+# Chosen, not defaulted.
 COMPILER_DIRECTIVES = {
     "language_level": 3,
-    # The module keeps no mutable global state after import; a WebSocket is
-    # driven by one event loop's thread, as in Starlette.
+    # No module keeps mutable global state after import but _calls_c's
+    # per-class cache, a dict (thread-safe on free-threaded builds too); a
+    # WebSocket and a protocol are driven by one event loop's thread, as in
+    # Starlette and uvicorn.
     "freethreading_compatible": True,
     "embedsignature": True,
     # Indexing is on a 4-tuple with states the setters validate; keep the
@@ -72,20 +73,18 @@ def _extensions() -> list[Extension]:
             raise
         _say("Cython is not installed: building the pure-Python core only")
         return []
-    # One source, compiled beside its augmenting .pxd.
     package = CYTHON_TREE / "turbows"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.pxd").touch()
+    # One source, compiled beside its augmenting .pxd.
     shutil.copyfile(PURE_SOURCE, package / "_core_c.py")
-    shutil.copyfile(SPEEDUPS / "_core_c.pxd", package / "_core_c.pxd")
-    # Hand-written where measurements demanded it (see each file's docstring):
-    # orjson with its exactness checks, and the awaitables that drive the server's calls.
-    for name in ("_json_c.pyx", "_json_c.pxd", "_calls_c.pyx", "_protocol_c.pyx"):
-        shutil.copyfile(SPEEDUPS / name, package / name)
-    extensions = [
-        Extension(f"turbows.{name}", [str((package / source).relative_to(HERE))])
-        for name, source in (("_core_c", "_core_c.py"), ("_json_c", "_json_c.pyx"), ("_calls_c", "_calls_c.pyx"), ("_protocol_c", "_protocol_c.pyx"))
-    ]
+    # The rest hand-written where measurements demanded it (see each file's
+    # docstring): orjson with its exactness checks, the awaitables that drive
+    # the server's calls, the native uvicorn protocol.
+    for source in sorted(SPEEDUPS.glob("*.pyx")) + sorted(SPEEDUPS.glob("*.pxd")):
+        shutil.copyfile(source, package / source.name)
+    sources = [package / "_core_c.py", *(package / source.name for source in sorted(SPEEDUPS.glob("*.pyx")))]
+    extensions = [Extension(f"turbows.{source.stem}", [str(source.relative_to(HERE))]) for source in sources]
     return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
 
 
