@@ -11,6 +11,7 @@ each test really suspends under asyncio and under trio.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -497,6 +498,16 @@ async def test_frame_type_error_is_caught_as_keyerror(websocket_class: type) -> 
     except KeyError as exc:  # what Starlette code catches
         caught: BaseException = exc
     assert type(caught) is turbows.WebSocketFrameTypeError
+
+
+async def test_frame_type_error_pickles(websocket_class: type) -> None:
+    ws, _ = make(websocket_class, [CONNECT, binary(b"x")])
+    await ws.accept()
+    with pytest.raises(WebSocketFrameTypeError) as info:
+        await ws.receive_text()
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is WebSocketFrameTypeError
+    assert (str(copy), copy.expected, copy.message) == (str(info.value), "text", info.value.message)
 
 
 # -- send_text / send_bytes / send_json ------------------------------------------------------

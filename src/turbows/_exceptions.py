@@ -29,6 +29,11 @@ class WebSocketFrameTypeError(KeyError, ValueError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    # Rebuilt from what __init__ takes, not from args (the sentence), so the
+    # error pickles, as exceptions crossing process pools must.
+    def __reduce__(self) -> tuple[type, tuple[str, object]]:
+        return (type(self), (self.expected, self.message))
+
 
 def _describe(message: object) -> str:
     if not isinstance(message, dict):
