@@ -3,7 +3,7 @@
 ``server`` runs each test once per (server, core): uvicorn with its default
 websocket protocol (websockets-sansio), with wsproto, with the legacy
 websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
-compiled-only: on the pure core it would be the sansio fallback), hypercorn
+compiled: with the pure core the app runs pure on it), hypercorn
 on asyncio and on trio, and daphne where it is installed; each on the
 compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
@@ -65,10 +65,8 @@ def _watchdog() -> Iterator[None]:
 def _pair_skip(server: str, core: str) -> None:
     if core == "speedups" and NO_EXTENSIONS:
         pytest.skip("TURBOWS_NO_EXTENSIONS is set: the compiled core is not loaded")
-    if server == "uvicorn-turbows" and core == "pure":
-        # TURBOWS_NO_EXTENSIONS makes turbows.uvicorn fall back to uvicorn's sansio protocol:
-        # that pair would only repeat "uvicorn-pure".
-        pytest.skip("the native protocol is compiled: with the pure core it is uvicorn's sansio protocol")
+    if server == "uvicorn-turbows" and NO_EXTENSIONS:
+        pytest.skip("TURBOWS_NO_EXTENSIONS is set: turbows.uvicorn is uvicorn's sansio protocol")
     if not _installed(server):
         pytest.skip(f"{server} needs {', '.join(REQUIRES[server])}, not all installed (daphne is optional)")
 

@@ -72,7 +72,11 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         env = dict(os.environ)
         env.pop("TURBOWS_NO_EXTENSIONS", None)
-        if self.core == "pure":
+        if self.core == "pure" and self.server == "uvicorn-turbows":
+            # The native protocol is compiled; TURBOWS_NO_EXTENSIONS would swap it
+            # for uvicorn's sansio one. Keep it, and name the app's core outright.
+            env["TURBOWS_APP_CORE"] = "pure"
+        elif self.core == "pure":
             env["TURBOWS_NO_EXTENSIONS"] = "1"
         env["PYTHONUNBUFFERED"] = "1"
         self.process = subprocess.Popen(

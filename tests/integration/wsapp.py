@@ -2,7 +2,8 @@
 
 Each endpoint builds the WebSocket itself from ``(scope, receive, send)``:
 ``turbows.WebSocket`` (the core the process loaded: ``TURBOWS_NO_EXTENSIONS=1``
-selects the pure one), or Starlette's own class where the query string says
+selects the pure one; ``TURBOWS_APP_CORE`` names a core outright, for a server
+whose compiled protocol must stay while the app runs the pure core), or Starlette's own class where the query string says
 ``impl=starlette``, so a test can run one scenario on both and compare.
 
 What a handler observes (exceptions, disconnect codes, states) goes to a
@@ -25,6 +26,10 @@ from starlette.websockets import WebSocket as StarletteWebSocket
 
 import turbows
 from turbows import WebSocketDisconnect
+from turbows._cores import CORES
+
+APP_CORE = os.environ.get("TURBOWS_APP_CORE", turbows.IMPLEMENTATION)
+APP_CLASS = CORES[APP_CORE]
 
 SERVER = os.environ.get("TURBOWS_IT_SERVER", "unknown")
 PROTOCOL = os.environ.get("TURBOWS_IT_PROTOCOL", "")
@@ -91,7 +96,7 @@ class Endpoint:
             extensions.pop("websocket.http.response", None)
             scope["extensions"] = extensions
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-        websocket_class = StarletteWebSocket if query.get("impl") == ["starlette"] else turbows.WebSocket
+        websocket_class = StarletteWebSocket if query.get("impl") == ["starlette"] else APP_CLASS
         await self.handler(websocket_class(scope, receive, send))
 
 
@@ -116,7 +121,7 @@ async def core(ws: Any) -> None:
     mro = type(ws).__mro__
     await ws.send_json(
         {
-            "implementation": turbows.IMPLEMENTATION,
+            "implementation": APP_CORE,
             "class": f"{type(ws).__module__}.{type(ws).__qualname__}",
             "mro_modules": [cls.__module__ for cls in mro],
             "is_starlette_websocket": isinstance(ws, StarletteWebSocket),
