@@ -1,10 +1,11 @@
 """Build turbows: the pure package, plus its compiled core where it can be built.
 
-The compiled core is ``src/turbows/_core_py.py`` compiled by Cython with the
-declarations in ``_speedups/_core_c.pxd``: both are copied into
-``build/cython/turbows/`` as ``_core_c.py`` and ``_core_c.pxd``, where Cython
-finds the .pxd by the module's name and applies it to the .py (aiohttp's
-pattern), so the two cores share every line.
+The compiled core shares its state machine with the pure one:
+``src/turbows/_state_py.py`` compiled by Cython with the declarations in
+``_speedups/_state_c.pxd``. Both are copied into ``build/cython/turbows/`` as
+``_state_c.py`` and ``_state_c.pxd``, where Cython finds the .pxd by the
+module's name and applies it to the .py (aiohttp's pattern), so the two cores
+share every check. The rest of ``_speedups/`` is hand-written Cython.
 
 Environment switches, read at build time:
 
@@ -27,9 +28,10 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).parent.resolve()
-PURE_SOURCE = HERE / "src" / "turbows" / "_core_py.py"
+# One source, two modules: the pure module and the compiled one built from it.
+SHARED_SOURCES = {HERE / "src" / "turbows" / "_state_py.py": "_state_c"}
 SPEEDUPS = HERE / "_speedups"
-# Where the copies are compiled; a package folder, so Cython names the module turbows._core_c.
+# Where the copies are compiled; a package folder, so Cython names the modules turbows.<name>.
 CYTHON_TREE = HERE / "build" / "cython"
 
 
@@ -77,13 +79,16 @@ def _extensions() -> list[Extension]:
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.pxd").touch()
     # One source, compiled beside its augmenting .pxd.
-    shutil.copyfile(PURE_SOURCE, package / "_core_c.py")
+    shared = []
+    for source, name in SHARED_SOURCES.items():
+        shutil.copyfile(source, package / f"{name}.py")
+        shared.append(package / f"{name}.py")
     # The rest hand-written where measurements demanded it (see each file's
     # docstring): orjson with its exactness checks, the awaitables that drive
     # the server's calls, the native uvicorn protocol.
     for source in sorted(SPEEDUPS.glob("*.pyx")) + sorted(SPEEDUPS.glob("*.pxd")):
         shutil.copyfile(source, package / source.name)
-    sources = [package / "_core_c.py", *(package / source.name for source in sorted(SPEEDUPS.glob("*.pyx")))]
+    sources = [*shared, *(package / source.name for source in sorted(SPEEDUPS.glob("*.pyx")))]
     extensions = [Extension(f"turbows.{source.stem}", [str(source.relative_to(HERE))]) for source in sources]
     return cythonize(extensions, compiler_directives=COMPILER_DIRECTIVES, include_path=[str(CYTHON_TREE)])
 

@@ -1,4 +1,4 @@
-# cython: language_level=3
+# cython: language_level=3, binding=False
 """The compiled core's hot methods: one C-level awaitable per call, no coroutine.
 
 Why this file exists (measured; README, "How the cores are built"):
@@ -6,40 +6,212 @@ Cython awaits a CPython coroutine through its ``__await__()`` wrapper and
 fetches the result from a ``StopIteration``: two allocations and an exception
 per server call, which made a Cython ``async def`` cost as much as Python's.
 Here each public call returns a ``_Call``, which drives the server's
-coroutine with ``PyIter_Send`` and answers its own awaiter through the
-``am_send`` slot, so a round trip allocates nothing but the messages.
+coroutine with ``PyIter_Send`` and answers its own awaiter without a frame
+of its own.
+
+How the awaiter steps a ``_Call`` depends on the interpreter, and both ways
+are served:
+
+- CPython 3.11's ``SEND`` (and asyncio's tasks, and ``PyIter_Send`` callers
+  everywhere) use the ``am_send`` slot: the result comes back as a value,
+  no exception at all;
+- from CPython 3.12, ``SEND`` steps anything that is not a generator or a
+  coroutine through ``tp_iternext``, and the result must come back inside a
+  ``StopIteration`` (or nothing raised, for ``None``). Allocating one per
+  result cost as much as the rest of the call, so a spare instance is reused
+  while nothing else holds it (``turbows_return`` below).
+
+A ``_Call`` is reused too: each WebSocket keeps its last one and hands it out
+again once nothing else refers to it (the awaiter dropped it), so a round
+trip allocates nothing but the messages. Both reuses rest on the reference
+count, as CPython's own ``zip`` and ``enumerate`` reuse their result tuples;
+free-threaded builds, where counts are not exact, allocate every time.
 
 No behaviour lives here. Every check, state move and conversion is a call
-into ``_core_c`` (the single source shared with the pure core) or, for JSON,
+into ``_state_c`` (``_state_py`` compiled: the source the pure core shares) or, for JSON,
 ``_json_c``; this file only sequences them around the server's ``receive``
 and ``send``, in the order the pure core's ``async def`` methods do. The
 shared test suite keeps the two in step.
+
+``binding=False``: the public methods are plain method descriptors, which
+CPython's specialising interpreter calls without a generic call path.
 """
 
 cimport cython
 from cpython.object cimport Py_TYPE, PyObject, PyTypeObject
+from cpython.exc cimport PyErr_ExceptionMatches
 from cpython.ref cimport Py_DECREF, Py_INCREF
 
-from turbows._core_c cimport WebSocketCore as _Core
-from turbows._core_c cimport _bytes_of, _check_mode, _raise_on_disconnect, _text_of
+from turbows._state_c cimport ACCEPT as _ACCEPT
+from turbows._state_c cimport CLOSE as _CLOSE
+from turbows._state_c cimport SEND as _SEND
+from turbows._state_c cimport StateMachine, _bytes_of, _check_mode, _raise_on_disconnect, _text_of
 from turbows._json_c cimport dumps_bytes, dumps_text, loads_bytes, loads_text
 
 cdef extern from "Python.h":
-    # Python >= 3.10. PyIter_Send returns PYGEN_ERROR with an exception set.
+    # Python >= 3.10: what PyIter_Send and am_send return (PYGEN_ERROR with an exception set).
     ctypedef enum PySendResult:
         PYGEN_RETURN
         PYGEN_ERROR
         PYGEN_NEXT
-    PySendResult PyIter_Send(object iterator, object value, PyObject **result) except PYGEN_ERROR
 
     ctypedef PySendResult (*sendfunc)(PyObject *iterator, PyObject *value, PyObject **result) noexcept
     ctypedef struct PyAsyncMethods:
         sendfunc am_send
-    ctypedef struct _TypeWithAsync "PyTypeObject":
+    ctypedef PyObject *(*iternextfunc)(PyObject *) noexcept
+    ctypedef struct _Type "PyTypeObject":
         PyAsyncMethods *tp_as_async
+        iternextfunc tp_iternext
+        unsigned int tp_version_tag
+
+    Py_ssize_t Py_REFCNT(PyObject *o)
 
     # With a NULL value: delete. Cython's own declaration takes `object`.
     int _generic_setattr "PyObject_GenericSetAttr"(object target, object name, PyObject *value) except -1
+
+
+cdef extern from *:
+    """
+    /* Reuse of objects by their reference count, and module-level caches:
+       only where the GIL serialises them. */
+    #ifdef Py_GIL_DISABLED
+    #  define TURBOWS_REUSE 0
+    #else
+    #  define TURBOWS_REUSE 1
+    #endif
+
+    /* _Call's step and release, set at module init; its am_send and
+       tp_iternext are built on them. */
+    static sendfunc turbows_call_advance = NULL;
+    static int (*turbows_call_release)(PyObject *call) = NULL;
+
+    #if TURBOWS_REUSE
+    /* The spare StopIteration: this module's one reference, or NULL. */
+    static PyObject *turbows_spare_stop = NULL;
+    #endif
+
+    static void turbows_raise_stop(PyObject *stop)  /* steals `stop` */
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(stop);
+    #else
+        PyErr_Restore(Py_NewRef(PyExc_StopIteration), stop, NULL);
+    #endif
+    }
+
+    /* End tp_iternext with `value` (a new reference, stolen): NULL, with
+       StopIteration(value) raised unless `value` is None (nothing raised
+       means None to SEND, to next() and to every caller of tp_iternext). */
+    static PyObject *turbows_return(PyObject *value)
+    {
+        PyObject *stop;
+        if (value == Py_None) {
+            Py_DECREF(value);
+            return NULL;
+        }
+    #if TURBOWS_REUSE
+        stop = turbows_spare_stop;
+        if (stop != NULL && Py_REFCNT(stop) == 1) {
+            /* Nobody else holds it: make it StopIteration(value) afresh.
+               Its args tuple is ours too when its count is 1; a tuple the
+               collector stopped tracking (it held an atomic value) is
+               tracked again before it holds an arbitrary one. */
+            PyStopIterationObject *spare = (PyStopIterationObject *)stop;
+            PyObject *args = spare->args;
+            if (args != NULL && PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 1
+                    && Py_REFCNT(args) == 1) {
+                PyObject *old = PyTuple_GET_ITEM(args, 0);
+                PyTuple_SET_ITEM(args, 0, Py_NewRef(value));
+                Py_DECREF(old);
+                if (!PyObject_GC_IsTracked(args)) {
+                    PyObject_GC_Track(args);
+                }
+            } else {
+                args = PyTuple_Pack(1, value);
+                if (args == NULL) {
+                    Py_DECREF(value);
+                    return NULL;
+                }
+                Py_XSETREF(spare->args, args);
+            }
+            Py_XSETREF(spare->value, value);
+            /* What a previous holder may have attached to it. */
+            Py_CLEAR(spare->traceback);
+            Py_CLEAR(spare->context);
+            Py_CLEAR(spare->cause);
+            Py_CLEAR(spare->notes);
+            Py_CLEAR(spare->dict);
+            spare->suppress_context = 0;
+            turbows_raise_stop(Py_NewRef(stop));
+            return NULL;
+        }
+    #endif
+        stop = PyObject_CallOneArg(PyExc_StopIteration, value);
+        Py_DECREF(value);
+        if (stop == NULL) {
+            return NULL;
+        }
+    #if TURBOWS_REUSE
+        if (turbows_spare_stop == NULL) {
+            turbows_spare_stop = Py_NewRef(stop);
+        }
+    #endif
+        turbows_raise_stop(stop);
+        return NULL;
+    }
+
+    /* One step of a _Call; once it has ended (returned or raised) it lets
+       go of what it held. */
+    static PySendResult turbows_call_am_send(PyObject *call, PyObject *value, PyObject **result)
+    {
+        PySendResult status = turbows_call_advance(call, value, result);
+        if (status != PYGEN_NEXT) {
+            turbows_call_release(call);
+        }
+        return status;
+    }
+
+    static PyObject *turbows_call_iternext(PyObject *call)
+    {
+        PyObject *result = NULL;
+        switch (turbows_call_am_send(call, Py_None, &result)) {
+        case PYGEN_NEXT:
+            return result;
+        case PYGEN_RETURN:
+            return turbows_return(result);
+        default:
+            return NULL;
+        }
+    }
+
+    /* PyIter_Send, without Cython's exception check: the caller looks at the status. */
+    #define turbows_send_into(iterator, value, result) PyIter_Send((iterator), (value), (result))
+
+    /* The exception being raised, taken (a new reference; it is no longer set). */
+    static PyObject *turbows_take_exception(void)
+    {
+    #if PY_VERSION_HEX >= 0x030C0000
+        return PyErr_GetRaisedException();
+    #else
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback);
+        PyErr_NormalizeException(&type, &value, &traceback);
+        if (traceback != NULL && value != NULL) {
+            PyException_SetTraceback(value, traceback);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(traceback);
+        return value;
+    #endif
+    }
+    """
+    bint TURBOWS_REUSE
+    sendfunc turbows_call_advance
+    int (*turbows_call_release)(PyObject *call) noexcept
+    PySendResult turbows_call_am_send(PyObject *call, PyObject *value, PyObject **result) noexcept
+    PyObject *turbows_call_iternext(PyObject *call) noexcept
+    PySendResult _send_into "turbows_send_into"(object iterator, object value, PyObject **result) noexcept
+    object _take_exception "turbows_take_exception"()
 
 
 # What a _Call does; see _Call._start and _Call._finish.
@@ -77,7 +249,7 @@ cdef inline object _steal(PyObject *reference):
 cdef object _awaitable_iterator(object awaitable):
     """What ``await awaitable`` steps: the object itself where it speaks am_send
     (coroutines, generators, Cython coroutines), else its ``__await__()``."""
-    cdef PyAsyncMethods *slots = (<_TypeWithAsync *>Py_TYPE(awaitable)).tp_as_async
+    cdef PyAsyncMethods *slots = (<_Type *>Py_TYPE(awaitable)).tp_as_async
     if slots is not NULL and slots.am_send is not NULL:
         return awaitable
     await_method = getattr(type(awaitable), "__await__", None)
@@ -94,9 +266,12 @@ cdef class _Call:
 
     It has ``send``, ``throw`` and ``close`` and ``__await__``, so
     ``collections.abc.Coroutine`` (and so asyncio's and trio's task APIs)
-    accepts it, as it accepts Cython's own coroutines.
+    accepts it, as it accepts Cython's own coroutines. Only the WebSocket's
+    methods make working ones; one made any other way refuses to run.
     """
 
+    # All None once DONE: a finished call holds nothing (it may wait as its
+    # WebSocket's spare, and must not keep a message, or the WebSocket, alive).
     cdef WebSocketCore ws
     cdef Op op
     cdef Stage stage
@@ -123,9 +298,15 @@ cdef class _Call:
 
     def send(self, value):
         cdef PyObject *result = NULL
-        cdef PySendResult status = self._advance(value, &result)
+        cdef PySendResult status
+        try:
+            status = self._advance(value, &result)
+        except BaseException:
+            self._release()
+            raise
         returned = _steal(result)
         if status == PYGEN_RETURN:
+            self._release()
             if returned is None:
                 raise StopIteration
             raise StopIteration(returned)
@@ -134,7 +315,7 @@ cdef class _Call:
     def throw(self, error_type, error=None, traceback=None):
         """Raise an exception where the call waits, as ``coroutine.throw`` does."""
         if self.stage == NEW or self.stage == DONE or self.inner is None:
-            self.stage = DONE
+            self._release()
             raise _exception(error_type, error, traceback)
         inner = self.inner
         try:
@@ -149,14 +330,17 @@ cdef class _Call:
             # The server's call caught the exception and returned: carry on.
             return self._resume_after(stop.value)
         except BaseException as raised:
-            self._failed(raised)
+            disconnect = self._disconnect_for(raised)
+            self._release()
+            if disconnect is not None:
+                disconnect.__context__ = raised
+                raise disconnect
             raise
         return yielded
 
     def close(self):
         inner = self.inner
-        self.inner = None
-        self.stage = DONE
+        self._release()
         if inner is not None:
             closer = getattr(inner, "close", None)
             if closer is not None:
@@ -166,12 +350,24 @@ cdef class _Call:
         return f"<turbows call {_OP_NAMES[self.op]}>"
 
     # -- stepping ------------------------------------------------------------
+    # _advance runs one step and leaves the call as it is; whoever stepped it
+    # releases it once it ended, returned or raised (turbows_call_am_send,
+    # send, throw), so the hot path needs no exception handler of its own.
+
+    cdef int _release(self) noexcept:
+        self.stage = DONE
+        self.inner = None
+        self.first = None
+        self.second = None
+        self.ws = None
+        return 0
 
     cdef PySendResult _advance(self, object value, PyObject **result) except PYGEN_ERROR:
         """One step: PYGEN_NEXT with what the server yields, or PYGEN_RETURN with the result."""
         cdef PySendResult status
-        cdef PyObject *raw
         if self.stage == NEW:
+            if self.ws is None:
+                raise TypeError("a turbows call is made by a WebSocket method, not directly")
             if value is not None:
                 raise TypeError("can't send non-None value to a just-started coroutine")
             self.stage = DONE  # until the server's call starts: a failed check ends the call
@@ -179,16 +375,12 @@ cdef class _Call:
         elif self.stage == DONE:
             raise RuntimeError("cannot reuse already awaited coroutine")
         while True:
-            raw = NULL
-            try:
-                status = PyIter_Send(self.inner, value, &raw)
-            except BaseException as raised:
-                self._failed(raised)
-                raise
+            status = _send_into(self.inner, value, result)
             if status == PYGEN_NEXT:
-                result[0] = raw
                 return PYGEN_NEXT
-            final = self._finish(_steal(raw))
+            if status == PYGEN_ERROR:
+                return self._failed()
+            final = self._finish(_steal(result[0]))
             if self.stage == DONE:
                 Py_INCREF(final)
                 result[0] = <PyObject *>final
@@ -197,25 +389,33 @@ cdef class _Call:
 
     cdef object _resume_after(self, object returned):
         """``throw`` ended the server's call with a value: finish, or go on stepping."""
-        final = self._finish(returned)
+        try:
+            final = self._finish(returned)
+        except BaseException:
+            self._release()
+            raise
         if self.stage == DONE:
+            self._release()
             if final is None:
                 raise StopIteration
             raise StopIteration(final)
         return self.send(None)
 
-    cdef int _failed(self, BaseException raised) except -1:
-        """The server's call raised ``raised``; the caller re-raises it unless this raises instead."""
-        self.inner = None
-        sending_connected = self.stage == SENDING and self.sending_connected
-        self.stage = DONE
-        if sending_connected and isinstance(raised, OSError):
-            # Starlette: `except OSError: raise WebSocketDisconnect(code=1006)`,
-            # so the OSError becomes the new exception's context.
-            disconnect = self.ws._lost()
+    cdef PySendResult _failed(self) except PYGEN_ERROR:
+        """The server's call raised (the exception is set): pass it on, or what Starlette makes of it."""
+        if self.stage == SENDING and self.sending_connected and PyErr_ExceptionMatches(OSError):
+            raised = _take_exception()
+            disconnect = self._disconnect_for(raised)
             disconnect.__context__ = raised
             raise disconnect
-        return 0
+        return PYGEN_ERROR  # the server's exception, still set
+
+    cdef object _disconnect_for(self, BaseException raised):
+        """Starlette's ``except OSError: raise WebSocketDisconnect(code=1006)`` around
+        its send on an open connection (the OSError becomes the context); else None."""
+        if self.stage == SENDING and self.sending_connected and isinstance(raised, OSError):
+            return self.ws._lost()
+        return None
 
     # -- what happens before and after the server's call, per operation --------
     # Each mirrors the pure core's async method of the same name, in order.
@@ -226,7 +426,7 @@ cdef class _Call:
         # Starlette's typed methods call self.receive() and self.send(); where
         # either is overridden, go through them too. receive() and send()
         # themselves never do: an override calling super() would recurse.
-        cdef bint through_methods = ws._delegate and op != RECEIVE and op != SEND
+        cdef bint through_methods = op != RECEIVE and op != SEND and _delegates(ws)
         if op == RECEIVE or op == RECEIVE_TEXT or op == RECEIVE_BYTES or op == RECEIVE_JSON:
             if op == RECEIVE_JSON:
                 self.binary = _check_mode(self.first)
@@ -237,16 +437,16 @@ cdef class _Call:
             self._start_receive(through_methods)
             return 0
         if op == SEND_TEXT:
-            message = {"type": "websocket.send", "text": self.first}
+            message = {"type": _SEND, "text": self.first}
         elif op == SEND_BYTES:
-            message = {"type": "websocket.send", "bytes": self.first}
+            message = {"type": _SEND, "bytes": self.first}
         elif op == SEND_JSON:
             if _check_mode(self.second):
-                message = {"type": "websocket.send", "bytes": dumps_bytes(self.first)}
+                message = {"type": _SEND, "bytes": dumps_bytes(self.first)}
             else:
-                message = {"type": "websocket.send", "text": dumps_text(self.first)}
+                message = {"type": _SEND, "text": dumps_text(self.first)}
         elif op == CLOSE:
-            message = {"type": "websocket.close", "code": self.first, "reason": self.second or ""}
+            message = {"type": _CLOSE, "code": self.first, "reason": self.second or ""}
         elif op == ACCEPT:
             self.second = self.second or []  # headers
             if ws._client_state == CONNECTING:
@@ -282,7 +482,7 @@ cdef class _Call:
         return 0
 
     cdef dict _accept_message(self):
-        return {"type": "websocket.accept", "subprotocol": self.first, "headers": self.second}
+        return {"type": _ACCEPT, "subprotocol": self.first, "headers": self.second}
 
     cdef object _finish(self, object returned):
         """The server's call returned ``returned``: the call's result, or the next stage."""
@@ -331,14 +531,23 @@ _OP_NAMES = (
 )
 
 
-cdef PySendResult _call_am_send(PyObject *call, PyObject *value, PyObject **result) except PYGEN_ERROR:
-    # The am_send slot: how an awaiting coroutine steps a _Call, with no
-    # StopIteration. An exception leaves as PYGEN_ERROR with the error set,
-    # which is what `except PYGEN_ERROR` compiles to.
+cdef PySendResult _call_advance(PyObject *call, PyObject *value, PyObject **result) except PYGEN_ERROR:
+    # An exception leaves as PYGEN_ERROR with the error set, which is what
+    # `except PYGEN_ERROR` compiles to: the signature of am_send.
     return (<_Call>call)._advance(<object>value, result)
 
 
-(<_TypeWithAsync *>_Call).tp_as_async.am_send = <sendfunc>_call_am_send
+cdef int _call_release(PyObject *call) noexcept:
+    return (<_Call>call)._release()
+
+
+turbows_call_advance = <sendfunc>_call_advance
+turbows_call_release = _call_release
+# am_send: how an awaiting coroutine steps a _Call on 3.11, and how
+# PyIter_Send (asyncio's tasks) does everywhere, with no StopIteration.
+(<_Type *>_Call).tp_as_async.am_send = turbows_call_am_send
+# tp_iternext: what SEND uses from CPython 3.12, and next() everywhere.
+(<_Type *>_Call).tp_iternext = turbows_call_iternext
 
 
 cdef object _exception(object error_type, object error, object traceback):
@@ -360,44 +569,81 @@ cdef class WebSocketCore
 
 
 cdef inline _Call _call(WebSocketCore ws, Op op, object first, object second):
-    cdef _Call call = _Call.__new__(_Call)
+    """A ready call: the WebSocket's spare one when nothing else holds it, else a new one."""
+    cdef _Call call = ws._spare
+    # Counted: ws._spare and `call` here. More means an awaiter (or anyone) still has it.
+    if call is None or not TURBOWS_REUSE or Py_REFCNT(<PyObject *>call) != 2:
+        call = _Call.__new__(_Call)
+        if ws._spare is None:
+            ws._spare = call
+    else:
+        call.sending_connected = False
+        call.binary = False
+        call.connecting = False
+        call.through_methods = False
+        call.inner = None
     call.ws = ws
     call.op = op
+    call.stage = NEW
     call.first = first
     call.second = second
     return call
 
 
-# type -> whether it overrides receive() or send(); filled once per class.
-cdef dict _OVERRIDING_TYPES = {}
-
-
 cdef bint _overrides_receive_or_send(type cls) except -1:
-    overrides = _OVERRIDING_TYPES.get(cls)
-    if overrides is None:
-        overrides = cls.receive is not _PLAIN_RECEIVE or cls.send is not _PLAIN_SEND
-        _OVERRIDING_TYPES[cls] = overrides
+    return cls.receive is not _PLAIN_RECEIVE or cls.send is not _PLAIN_SEND
+
+
+# The answer for the last class asked: its version tag, shifted, and the
+# answer in the low bit. A tag names one version of one class (CPython never
+# hands the same tag out twice), so the tag alone says the answer still holds.
+# Module state read and written under the GIL; free-threaded builds, which
+# have none, ask every time.
+cdef unsigned long long _last_answer = 0
+
+
+cdef inline bint _delegates(WebSocketCore ws) except -1:
+    """Whether ``receive()`` or ``send()`` is overridden, on the instance or its
+    class, now: a class patched after its instances exist counts (Starlette
+    looks the methods up on every call). The answer for the class is kept
+    with the type's version tag, which CPython changes whenever the class or
+    one of its bases is modified; tag 0 (none assigned) means ask again."""
+    global _last_answer
+    cdef unsigned int tag
+    cdef bint overrides
+    cdef unsigned long long answer
+    if ws._instance_overrides:
+        return True
+    tag = (<_Type *>Py_TYPE(ws)).tp_version_tag
+    answer = _last_answer
+    if TURBOWS_REUSE and tag != 0 and (answer >> 1) == tag:
+        return answer & 1
+    overrides = _overrides_receive_or_send(type(ws))
+    # The lookups above assign a tag where the type had none.
+    tag = (<_Type *>Py_TYPE(ws)).tp_version_tag
+    if TURBOWS_REUSE and tag != 0:
+        _last_answer = ((<unsigned long long>tag) << 1) | overrides
     return overrides
 
 
-cdef class WebSocketCore(_Core):
-    """The compiled core: ``_core_c``'s class, its hot methods returning ``_Call``s."""
+cdef class WebSocketCore(StateMachine):
+    """The compiled core: the compiled state machine, its methods returning ``_Call``s."""
 
-    # receive() or send() is overridden, on the instance or in a subclass:
-    # the typed methods go through them, as Starlette's do.
-    cdef bint _delegate
-
-    def __cinit__(self, *args, **kwargs):
-        self._delegate = _overrides_receive_or_send(type(self))
+    # receive() or send() set on the instance: the typed methods go through
+    # them, as Starlette's do. For the class, see _delegates.
+    cdef bint _instance_overrides
+    # The last call made, handed out again once nothing else holds it.
+    cdef _Call _spare
 
     def __setattr__(self, name, value):
         if name == "receive" or name == "send":
-            self._delegate = True
+            self._instance_overrides = True
         _generic_setattr(self, name, <PyObject *>value)
 
     def __delattr__(self, name):
         _generic_setattr(self, name, NULL)
 
+    @cython.always_allow_keywords(False)  # METH_NOARGS: the interpreter's fastest call
     def receive(self):
         """Receive ASGI websocket messages, ensuring valid state transitions."""
         return _call(self, RECEIVE, None, None)
@@ -412,9 +658,11 @@ cdef class WebSocketCore(_Core):
     def close(self, code=1000, reason=None):
         return _call(self, CLOSE, code, reason)
 
+    @cython.always_allow_keywords(False)  # METH_NOARGS: the interpreter's fastest call
     def receive_text(self):
         return _call(self, RECEIVE_TEXT, None, None)
 
+    @cython.always_allow_keywords(False)  # METH_NOARGS: the interpreter's fastest call
     def receive_bytes(self):
         return _call(self, RECEIVE_BYTES, None, None)
 

@@ -142,7 +142,7 @@ required |= {path for path in glob.glob("src/turbows/*.py")}
 required |= {path for pattern in ("_speedups/*.pyx", "_speedups/*.pxd") for path in glob.glob(pattern)}
 required |= {path for path in glob.glob("tests/**/*.py", recursive=True)}
 forbidden = ["build/*", "*.c", "*.so", "*.pyd", "*.html", "*.py[cod]", "*/__pycache__/*", "*/.hypothesis/*",
-             "*/_core_c.py", ".venv/*", "dist/*"]
+             "*/_state_c.py", ".venv/*", "dist/*"]
 
 problems = [f"missing: {path}" for path in sorted(required - files)]
 problems += [f"generated or stray: {name}" for name in sorted(files)
@@ -186,9 +186,9 @@ with zipfile.ZipFile(wheel) as archive:
     metadata = archive.read(f"{dist_info}/METADATA").decode()
 files = set(names)
 
-compiled = ["_core_c"] + sorted(os.path.basename(path)[:-4] for path in glob.glob(os.path.join(source, "_speedups", "*.pyx")))
+compiled = ["_state_c"] + sorted(os.path.basename(path)[:-4] for path in glob.glob(os.path.join(source, "_speedups", "*.pyx")))
 modules = {os.path.basename(path) for path in glob.glob(os.path.join(source, "src", "turbows", "*.py"))}
-problems = [f"missing: turbows/{name}" for name in sorted(modules | {"py.typed", "_core_py.py"})
+problems = [f"missing: turbows/{name}" for name in sorted(modules | {"py.typed", "_state_py.py"})
             if f"turbows/{name}" not in files]
 binaries = [name for name in names if re.search(r"\.(so|pyd|dylib|dll)$", name)]
 if kind == "compiled":
@@ -203,7 +203,7 @@ else:
         problems.append(f"not tagged py3-none-any: {os.path.basename(wheel)}")
     if "Root-Is-Purelib: true" not in wheel_info:
         problems.append("Root-Is-Purelib is not true")
-sources = [name for name in names if re.search(r"\.(pyx|pxd|pxi|c|h|html)$", name) or name.endswith("/_core_c.py")]
+sources = [name for name in names if re.search(r"\.(pyx|pxd|pxi|c|h|html)$", name) or name.endswith("/_state_c.py")]
 problems += [f"source or generated file: {name}" for name in sources]
 problems += [f"not under turbows/ or the dist-info: {name}" for name in names
              if not (name.startswith("turbows/") or name.startswith(dist_info + "/"))]
@@ -214,7 +214,7 @@ for problem in problems:
 if not problems:
     print(f"{kind} wheel {os.path.basename(wheel)} ({os.path.getsize(wheel) // 1024} KiB): {len(names)} files; "
           + (f"compiled {', '.join(compiled)}; " if kind == "compiled" else "no compiled module; ")
-          + "_core_py.py and py.typed present; no .pyx/.pxd/.c/_core_c.py")
+          + "_state_py.py and py.typed present; no .pyx/.pxd/.c/_state_c.py")
 sys.exit(1 if problems else 0)
 PY
 }
@@ -250,7 +250,7 @@ print(f"import turbows: {turbows.__file__}; IMPLEMENTATION = {turbows.IMPLEMENTA
 assert os.path.dirname(location) in site, f"turbows comes from {location}, not site-packages {site}"
 assert turbows.IMPLEMENTATION == expected, f"IMPLEMENTATION is {turbows.IMPLEMENTATION!r}, expected {expected!r}"
 if expected == "speedups":
-    for name in ("_core_c", "_calls_c"):
+    for name in ("_state_c", "_calls_c"):
         module = importlib.import_module(f"turbows.{name}")
         assert module.__file__.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES)), module.__file__
         print(f"  turbows.{name}: {os.path.basename(module.__file__)}")

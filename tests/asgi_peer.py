@@ -22,6 +22,7 @@ turbows with the very same peer and script, then compare the traces.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,6 +138,19 @@ def canonical(value: Any) -> Any:
     Dicts whose keys are all strings compare regardless of order, as JSON
     objects do; lists and tuples stay apart.
     """
+    # From CPython 3.12, json.loads nests as deep as the C stack allows,
+    # deeper than Python's default recursion limit: walk with room to spare
+    # (Python-to-Python calls use no C stack there).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 100_000))
+    try:
+        return _canonical(value)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _canonical(value: Any) -> Any:
+    canonical = _canonical
     kind = type(value)
     if kind is float:
         return ("float", repr(value))

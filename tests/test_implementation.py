@@ -34,9 +34,9 @@ def test_default_install_loads_the_compiled_core() -> None:
 
 @pytest.mark.speedups
 def test_compiled_modules_are_extensions() -> None:
-    from turbows import _calls_c, _core_c
+    from turbows import _calls_c, _json_c, _state_c
 
-    for module in (_calls_c, _core_c):
+    for module in (_calls_c, _json_c, _state_c):
         assert not module.__file__.endswith(".py"), module.__file__
 
 

@@ -43,10 +43,9 @@ CONNECT = {"type": "websocket.connect"}
 
 
 # The modules holding dumps_text/dumps_bytes/loads_text/loads_bytes, per core:
-# the compiled core has ``_core_c``'s (``_core_py`` compiled) and
-# ``_json_c``'s (orjson with exactness checks), which its send_json and
-# receive_json call; the pure core has ``_core_py``'s.
-CORE_MODULES = [("speedups", "turbows._json_c"), ("speedups", "turbows._core_c"), ("pure", "turbows._core_py")]
+# the compiled core's ``_json_c`` (orjson with exactness checks), which its
+# send_json and receive_json call; the pure core's ``_json_py``.
+CORE_MODULES = [("speedups", "turbows._json_c"), ("pure", "turbows._json_py")]
 
 
 @pytest.fixture(params=CORE_MODULES, ids=[name for _, name in CORE_MODULES])

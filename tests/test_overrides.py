@@ -118,3 +118,40 @@ async def test_without_overrides_nothing_goes_through_them(websocket_class: type
             StarletteWebSocket(SCOPE, reference_receive, reference_send)
         )
         assert sent == reference_sent
+
+
+async def _with_class_patched_after_an_instance_exists(cls: type) -> tuple[list[Any], list[str], list[dict]]:
+    # A class is patched while its instances live (a monkeypatch in a test, a
+    # plugin that wraps send): Starlette looks the method up on every call,
+    # so the existing instance goes through the patch from then on, and goes
+    # back to the plain path once the patch is undone.
+    receive, send, sent = _peer()
+    seen: list[str] = []
+
+    class Patched(cls):  # type: ignore[misc, valid-type]
+        pass
+
+    websocket = Patched(SCOPE, receive, send)
+    await websocket.accept()  # the plain path, before any patch
+    plain_send = cls.send
+
+    async def send_patch(self: Any, message: dict) -> None:
+        seen.append(f"sending {message['type']}")
+        await plain_send(self, message)
+
+    Patched.send = send_patch
+    try:
+        results = [await websocket.receive_text()]
+        await websocket.send_text("patched")
+    finally:
+        del Patched.send
+    await websocket.send_text("plain again")
+    results.append(await websocket.receive_bytes())
+    return results, seen, sent
+
+
+async def test_a_class_patched_after_its_instances_exist(websocket_class: type) -> None:
+    expected = await _with_class_patched_after_an_instance_exists(StarletteWebSocket)
+    actual = await _with_class_patched_after_an_instance_exists(websocket_class)
+    assert actual == expected
+    assert actual[1] == ["sending websocket.send"]  # the patch saw exactly the send made while it was there

@@ -24,7 +24,7 @@ from run import Client, Server  # noqa: E402
 
 BUCKETS = (
     ("JSON", ("/json/", "orjson", "json.", "_json")),
-    ("app WebSocket", ("starlette/websockets.py", "turbows", "/e2e/app.py", "_calls_c", "_core_c", "_core_py")),
+    ("app WebSocket", ("starlette/websockets.py", "turbows", "/e2e/app.py", "_calls_c", "_state_c", "_json_c", "_core_py")),
     ("server + ws protocol", ("uvicorn", "websockets", "httptools", "wsproto", "h11", "hypercorn")),
     ("event loop / asyncio", ("asyncio", "uvloop", "selectors", "socket", "transport", "contextvars")),
 )

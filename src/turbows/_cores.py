@@ -1,9 +1,9 @@
 """The cores this installation has, each made into a ``WebSocket`` class.
 
-A core supplies the hot path: ``_core_py.WebSocketCore`` (pure Python), or
-``_calls_c.WebSocketCore`` (compiled: ``_core_py`` compiled by Cython as
-``_core_c``, with its hot methods driven by C-level awaitables). Starlette's
-class supplies everything else.
+A core supplies the hot path: ``_core_py.WebSocketCore`` (pure Python:
+coroutines over the state machine ``_state_py``), or ``_calls_c.WebSocketCore``
+(compiled: C-level awaitables over ``_state_py`` compiled by Cython as
+``_state_c``). Starlette's class supplies everything else.
 Both classes are built here so the test suite can run each; ``turbows``
 exposes the selected one.
 """

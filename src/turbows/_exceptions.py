@@ -8,7 +8,7 @@ from __future__ import annotations
 __all__ = ["WebSocketFrameTypeError"]
 
 
-class WebSocketFrameTypeError(KeyError, ValueError):
+class WebSocketFrameTypeError(KeyError):
     """A ``receive_*`` call got a message of the other kind.
 
     ``receive_text()`` on a binary message, ``receive_bytes()`` on a text one,
@@ -16,8 +16,10 @@ class WebSocketFrameTypeError(KeyError, ValueError):
     raises a bare ``KeyError('text')`` for this on some servers and returns
     ``None`` on others; turbows always raises this, naming what arrived.
 
-    It subclasses ``KeyError`` so code written against Starlette still catches
-    it, and ``ValueError`` because it is bad input, like malformed JSON.
+    It subclasses ``KeyError``, and no other built-in exception, so the
+    handler that catches Starlette's ``KeyError('text')`` on uvicorn catches
+    it here: an app's ``except ValueError`` for bad JSON, written before its
+    ``except KeyError``, must not take a frame of the wrong type.
     """
 
     def __init__(self, expected: str, message: object) -> None:

@@ -1,43 +1,43 @@
 # cython: language_level=3
 #
-# Declarations that turn src/turbows/_core_py.py into the compiled core.
+# Declarations that turn src/turbows/_state_py.py into the compiled state machine.
 #
-# setup.py copies that source beside this file as _core_c.py; Cython reads
+# setup.py copies that source beside this file as _state_c.py; Cython reads
 # these declarations and compiles the same code with C types (aiohttp's
 # reader_py.py + reader_c.pxd pattern). Nothing here changes behaviour: the
 # pure core runs the very same lines without it.
 
 cimport cython
 
-# -- JSON (Starlette's calls; the compiled core's orjson path is _json_c) ---
-
-cdef object _json_encode
-cdef object _json_loads
-
-cpdef str dumps_text(object value)
-cpdef bytes dumps_bytes(object value)
-cpdef object loads_text(object text)
-cpdef object loads_bytes(object data)
-
-# -- the state machine -----------------------------------------------------
-
 cdef int _CONNECTING
 cdef int _CONNECTED
 cdef int _DISCONNECTED
 cdef int _RESPONSE
 cdef tuple _STATES
+
+# The message types: _calls_c builds its messages with these very objects.
+cdef str CONNECT
+cdef str RECEIVE
+cdef str DISCONNECT
+cdef str ACCEPT
+cdef str SEND
+cdef str CLOSE
+cdef str RESPONSE_START
+cdef str RESPONSE_BODY
+
 cdef str _NOT_ACCEPTED
 cdef str _BAD_MODE
 
 cdef int _state_number(object state) except -1
 cdef int _raise_on_disconnect(object message) except -1
+@cython.locals(exact=dict)
+cdef object _item(object message, str key)
 cdef object _text_of(object message)
 cdef object _bytes_of(object message)
-cdef object _decode_json(object message, bint binary)
 cdef bint _check_mode(object mode) except -1
 
 
-cdef class WebSocketCore:
+cdef class StateMachine:
     # Starlette keeps these as plain attributes; some code reads or rebinds
     # them (middleware wrapping receive, for one), so they stay public.
     cdef public object scope
