@@ -141,6 +141,7 @@ required = {"setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "PKG-INFO"
 required |= {path for path in glob.glob("src/turbows/*.py")}
 required |= {path for pattern in ("_speedups/*.pyx", "_speedups/*.pxd") for path in glob.glob(pattern)}
 required |= {path for path in glob.glob("tests/**/*.py", recursive=True)}
+required.add("tests/typecheck/pyrightconfig.json")
 forbidden = ["build/*", "*.c", "*.so", "*.pyd", "*.html", "*.py[cod]", "*/__pycache__/*", "*/.hypothesis/*",
              "*/_state_c.py", ".venv/*", "dist/*"]
 

@@ -39,7 +39,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from types import ModuleType
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, overload
 
 from starlette import routing as _starlette_routing
 from starlette._exception_handler import wrap_app_handling_exceptions
@@ -251,6 +251,16 @@ class WebSocketRoute(_starlette_routing.WebSocketRoute):
 
 
 _F = TypeVar("_F", bound=Callable[..., Awaitable[Any]])
+
+
+# The decorated endpoint keeps its signature and its result (functools.wraps):
+# for a checker, it is the function it decorates.
+@overload
+def websocket_endpoint(func: _F, /, *, websocket_class: type[StarletteWebSocket] | None = None) -> _F: ...
+@overload
+def websocket_endpoint(
+    func: None = None, /, *, websocket_class: type[StarletteWebSocket] | None = None
+) -> Callable[[_F], _F]: ...
 
 
 def websocket_endpoint(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from typing import TYPE_CHECKING
 
 from ._cores import NO_EXTENSIONS
 
@@ -30,7 +31,25 @@ if not NO_EXTENSIONS:
 #: Whether ``WebSocketProtocol`` is turbows' compiled protocol (else uvicorn's sansio one).
 NATIVE = _protocol_c is not None
 
-if _protocol_c is not None:
+if TYPE_CHECKING:
+    # Either class below, chosen at import time: for a checker, what both are.
+    from typing import Any
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    class WebSocketProtocol(asyncio.Protocol):
+        """uvicorn's websocket protocol: constructed by uvicorn, as its own are."""
+
+        def __init__(
+            self,
+            config: Config,
+            server_state: ServerState,
+            app_state: dict[str, Any],
+            _loop: asyncio.AbstractEventLoop | None = None,
+        ) -> None: ...
+
+elif _protocol_c is not None:
 
     class WebSocketProtocol(_protocol_c.WebSocketProtocol, asyncio.Protocol):  # type: ignore[misc]
         """uvicorn's websocket protocol, compiled: see ``turbows._protocol_c``."""
