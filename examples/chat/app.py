@@ -1,27 +1,38 @@
-"""The chat room of FastAPI's WebSocket docs, on turbows.
+"""Chat rooms on turbows: FastAPI's WebSocket chat, with its broadcast loop replaced by a ``turbows.Hub``.
 
     python examples/chat/app.py            # http://127.0.0.1:8000, open it in two tabs
     python examples/chat/app.py --port 0   # any free port (uvicorn logs which)
 
-FastAPI serves the page; the websocket route is a raw ASGI endpoint that
-builds ``turbows.WebSocket`` from the server's own ``scope``, ``receive`` and
-``send``, so the chat code below is the docs' code, unchanged, on turbows.
-``TURBOWS_NO_EXTENSIONS=1`` runs it on turbows' pure-Python core.
+Open ``/?room=kitchen&id=alice`` and ``/?room=kitchen&id=bob`` to chat in one
+room; a tab in another room (``?room=garden``) hears none of it. FastAPI
+serves the page; ``turbows.websocket_endpoint`` hands the route a
+``turbows.WebSocket``; the hub holds the rooms. ``TURBOWS_NO_EXTENSIONS=1``
+runs it on turbows' pure-Python core.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
 import turbows
-from turbows import WebSocket, WebSocketDisconnect
+from turbows import WebSocket
 
-app = FastAPI(title="turbows chat")
+hub = turbows.Hub()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async with hub:  # an in-process hub works without it too; a Redis one needs it
+        yield
+
+
+app = FastAPI(title="turbows chat", lifespan=lifespan)
 
 HTML = """<!DOCTYPE html>
 <html>
@@ -30,7 +41,7 @@ HTML = """<!DOCTYPE html>
     </head>
     <body>
         <h1>WebSocket Chat</h1>
-        <h2>Your ID: <span id="ws-id"></span></h2>
+        <h2>Your ID: <span id="ws-id"></span>, in room <span id="room"></span></h2>
         <p>Status: <span id="status">connecting</span></p>
         <form action="" onsubmit="sendMessage(event)">
             <input type="text" id="messageText" autocomplete="off"/>
@@ -39,11 +50,16 @@ HTML = """<!DOCTYPE html>
         <ul id="messages">
         </ul>
         <script>
-            // ?id=alice picks the ID; by default, one made from the clock.
-            var client_id = new URLSearchParams(location.search).get("id") || String(Date.now());
+            // ?id=alice picks the ID (by default, one made from the clock); ?room=kitchen the room.
+            var params = new URLSearchParams(location.search);
+            var client_id = params.get("id") || String(Date.now());
+            var room = params.get("room") || "lobby";
             document.querySelector("#ws-id").textContent = client_id;
+            document.querySelector("#room").textContent = room;
             var scheme = location.protocol === "https:" ? "wss" : "ws";
-            var ws = new WebSocket(`${scheme}://${location.host}/ws/${encodeURIComponent(client_id)}`);
+            var ws = new WebSocket(
+                `${scheme}://${location.host}/ws/${encodeURIComponent(room)}/${encodeURIComponent(client_id)}`
+            );
             ws.onopen = function() {
                 document.getElementById("status").textContent = "connected";
             };
@@ -73,65 +89,22 @@ async def get() -> HTMLResponse:
     return HTMLResponse(HTML)
 
 
-class ConnectionManager:
-    def __init__(self) -> None:
-        self.active_connections: list[WebSocket] = []
-
-    async def connect(self, websocket: WebSocket) -> None:
-        await websocket.accept()
-        self.active_connections.append(websocket)
-
-    def disconnect(self, websocket: WebSocket) -> None:
-        if websocket in self.active_connections:
-            self.active_connections.remove(websocket)
-
-    async def send_personal_message(self, message: str, websocket: WebSocket) -> None:
-        await websocket.send_text(message)
-
-    async def broadcast(self, message: str) -> None:
-        for connection in list(self.active_connections):
-            try:
-                await connection.send_text(message)
-            except WebSocketDisconnect:  # that client is gone; its own handler says so to the others
-                self.disconnect(connection)
-
-
-manager = ConnectionManager()
-
-
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    client_id = websocket.path_params["client_id"]
-    await manager.connect(websocket)
-    await manager.broadcast(f"Client #{client_id} joined the chat")
-    try:
-        while True:
-            data = await websocket.receive_text()
-            await manager.send_personal_message(f"You wrote: {data}", websocket)
-            await manager.broadcast(f"Client #{client_id} says: {data}")
-    except WebSocketDisconnect:
-        manager.disconnect(websocket)
-        await manager.broadcast(f"Client #{client_id} left the chat")
-
-
-class TurbowsEndpoint:
-    """A raw ASGI websocket endpoint: ``handler`` gets a ``turbows.WebSocket`` built from the server's own calls.
-
-    Starlette's (and so FastAPI's) ``WebSocketRoute`` serves an object that is
-    not a function as an ASGI app, so nothing wraps ``receive`` and ``send``.
-    """
-
-    def __init__(self, handler: Any) -> None:
-        self.handler = handler
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.handler(WebSocket(scope, receive, send))
-
-
-app.router.add_websocket_route("/ws/{client_id}", TurbowsEndpoint(websocket_endpoint))
+@app.websocket("/ws/{room}/{client_id}")
+@turbows.websocket_endpoint
+async def chat(websocket: WebSocket, room: str, client_id: str) -> None:
+    await websocket.accept()
+    # A member until the block ends, which it does when the connection does.
+    async with hub.join(room, websocket):
+        await hub.publish_text(room, f"Client #{client_id} joined {room}")
+        async for data in websocket.iter_text():
+            await websocket.send_text(f"You wrote: {data}")
+            # Everyone else in the room; one slow or vanished tab delays nobody.
+            await hub.publish_text(room, f"Client #{client_id} says: {data}", exclude=websocket)
+    await hub.publish_text(room, f"Client #{client_id} left {room}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="The FastAPI docs' chat room, on turbows.")
+    parser = argparse.ArgumentParser(description="Chat rooms on turbows.Hub.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     args = parser.parse_args()

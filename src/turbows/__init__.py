@@ -19,12 +19,15 @@ from starlette.websockets import (
 )
 
 from ._cores import CORES
-from ._exceptions import WebSocketFrameTypeError
+from ._exceptions import HubUnavailable, WebSocketFrameTypeError
+from ._hub import Hub
 from ._install import install, uninstall, websocket_endpoint
 
 __all__ = [
     "IMPLEMENTATION",
     "__version__",
+    "Hub",
+    "HubUnavailable",
     "WebSocket",
     "WebSocketClose",
     "WebSocketDisconnect",

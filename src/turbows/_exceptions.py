@@ -1,11 +1,11 @@
-"""The one exception turbows adds to Starlette's.
+"""The exceptions turbows adds to Starlette's.
 
-It lives in a plain Python module so that both cores raise the very same class.
+They live in a plain Python module so that both cores raise the very same classes.
 """
 
 from __future__ import annotations
 
-__all__ = ["WebSocketFrameTypeError"]
+__all__ = ["HubUnavailable", "WebSocketFrameTypeError"]
 
 
 class WebSocketFrameTypeError(KeyError):
@@ -48,3 +48,13 @@ def _describe(message: object) -> str:
     if message.get("text") is not None:
         return "a text message"
     return "a 'websocket.receive' message with neither 'text' nor 'bytes'"
+
+
+class HubUnavailable(Exception):
+    """A ``turbows.Hub`` publish that its backend cannot take now.
+
+    Raised promptly, never after a hang, while the backend is out of reach
+    (with Redis: disconnected, or not answering in time). Members stay
+    connected and the hub reconnects by itself; what was published meanwhile
+    is not delivered (at most once). An in-process hub never raises it.
+    """

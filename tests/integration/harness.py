@@ -15,6 +15,8 @@ import json
 import os
 import selectors
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -196,3 +198,10 @@ def new_key() -> str:
 
 async def recv(ws: ClientConnection, timeout: float = 10.0) -> Any:
     return await asyncio.wait_for(ws.recv(), timeout)
+
+
+def reset(ws: ClientConnection) -> None:
+    """Kill the client's TCP connection abruptly: no close frame, an RST (SO_LINGER 0)."""
+    sock = ws.transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    ws.transport.abort()

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from harness import ServerProcess, new_key, recv, run
+from harness import ServerProcess, new_key, recv, reset, run
 
 MIB = 1024 * 1024
 
@@ -397,13 +395,6 @@ def test_cancelled_receive_leaves_the_connection_usable(server: ServerProcess) -
 # -- the client vanishes ---------------------------------------------------------------
 
 
-def _reset(ws: Any) -> None:
-    """Kill the client's TCP connection abruptly: no close frame, an RST (SO_LINGER 0)."""
-    sock = ws.transport.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    ws.transport.abort()
-
-
 @pytest.mark.parametrize("mode", ["receive", "iterate"])
 def test_client_vanishes_mid_stream(server: ServerProcess, mode: str) -> None:
     """The app streams while it listens; the client resets its connection after three messages.
@@ -421,7 +412,7 @@ def test_client_vanishes_mid_stream(server: ServerProcess, mode: str) -> None:
         await ws.send("go")
         for _ in range(3):
             await recv(ws)
-        _reset(ws)
+        reset(ws)
         return await server.events(key, timeout=15)
 
     # The sender and the listener race to notice; compare what each saw, not in which order.

@@ -28,6 +28,8 @@ import turbows
 from turbows import WebSocketDisconnect
 from turbows._cores import CORES
 
+import hubapp
+
 APP_CORE = os.environ.get("TURBOWS_APP_CORE", turbows.IMPLEMENTATION)
 APP_CLASS = CORES[APP_CORE]
 
@@ -370,5 +372,6 @@ app = Starlette(
         WebSocketRoute("/many/{key}", Endpoint(many)),
         WebSocketRoute("/stats/{key}", Endpoint(stats)),
         WebSocketRoute("/events/{key}", Endpoint(events)),
+        *(WebSocketRoute(path, Endpoint(handler)) for path, handler in hubapp.ROUTES),
     ]
 )
