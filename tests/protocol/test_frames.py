@@ -1,9 +1,9 @@
-"""The frame reader and writer of turbows' native uvicorn protocol (``turbows._protocol_c``)."""
+"""The frame reader and writer of turbows' native uvicorn protocol (``turbows._frames_c``)."""
 
 from __future__ import annotations
 
 import pytest
-from turbows._protocol_c import FrameParser, encode_frame, utf8_valid
+from turbows._frames_c import FrameParser, encode_frame, utf8_valid
 from wsframes import mask_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10

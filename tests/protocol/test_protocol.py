@@ -375,7 +375,7 @@ def test_permessage_deflate_negotiated_and_bounded() -> None:
     ],
 )
 def test_deflate_negotiation_matches_websockets(offer: str, answer: str | None) -> None:
-    from turbows._protocol_c import negotiate_deflate, parse_extensions
+    from turbows._handshake import negotiate_deflate, parse_extensions
     from websockets.exceptions import NegotiationError
     from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
     from websockets.headers import build_extension, parse_extension

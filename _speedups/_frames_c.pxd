@@ -1,0 +1,72 @@
+# RFC 6455 frames for turbows' native uvicorn protocol: the incremental
+# reader (server side), the writer, and the byte loops they run on. cimported
+# by _protocol_c, which subclasses FrameReader.
+
+from libc.stdint cimport uint32_t
+
+cdef extern from "unmask_utf8.h":
+    size_t turbows_unmask(unsigned char *dst, const unsigned char *src, size_t n,
+                          const unsigned char *mask, size_t phase) noexcept nogil
+    uint32_t turbows_utf8(uint32_t state, const unsigned char *s, size_t n) noexcept nogil
+    uint32_t TURBOWS_UTF8_REJECT
+
+
+# Opcodes (RFC 6455 section 5.2).
+cdef enum:
+    OP_CONT = 0x0
+    OP_TEXT = 0x1
+    OP_BINARY = 0x2
+    OP_CLOSE = 0x8
+    OP_PING = 0x9
+    OP_PONG = 0xA
+
+
+cdef class FrameReader:
+    cdef public Py_ssize_t max_size
+    # permessage-deflate negotiated: RSV1 allowed on a message's first frame.
+    cdef bint deflate
+    cdef bint stopped
+
+    # The header being accumulated when it straddles reads.
+    cdef unsigned char head[14]
+    cdef Py_ssize_t head_len
+    cdef bint in_payload
+
+    # The current frame.
+    cdef int opcode
+    cdef bint fin
+    cdef bint rsv1
+    cdef unsigned char mask[4]
+    cdef Py_ssize_t length
+    cdef Py_ssize_t received
+    cdef unsigned char *dst
+    # Control frame payloads (at most 125 bytes) land here.
+    cdef unsigned char control[125]
+
+    # The message being received: its first opcode (0 outside a fragmented
+    # message), whether it is compressed, and the bytes it holds so far
+    # (decompressed), which subclasses add at each frame's end.
+    cdef int msg_opcode
+    cdef bint fragmented
+    cdef bint compressed
+    cdef public Py_ssize_t msg_size
+
+    cdef int feed(self, const unsigned char *data, Py_ssize_t n) except -1
+    cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1
+    cdef int _header(self, const unsigned char *h) except -1
+    cdef int _payload_done(self) except -1
+    cdef int _close_frame(self) except -1
+
+    # What subclasses do.
+    cdef int _data_start(self) except -1
+    cdef int _data_chunk(self, Py_ssize_t offset, Py_ssize_t n) except -1
+    cdef int _data_end(self) except -1
+    cdef int _control(self, int opcode, bytes payload) except -1
+    cdef int _closed(self, long code, str reason, bytes payload) except -1
+    cdef int _fail(self, int code, str reason) except -1
+
+
+cdef int feed_object(FrameReader reader, object data) except -1
+cdef bint valid_close_code(long code) noexcept
+cdef bytes frame(int first, const char *payload, Py_ssize_t n)
+cdef bytes close_payload(long code, str reason)
