@@ -4,10 +4,11 @@
   mask). Every check the ``websockets`` parser and protocol make (opcode,
   masking, size limits, reserved bits, control frame rules, fragmentation
   sequencing, close payloads) is made as soon as the header is in, so bad
-  input fails fast. Payload bytes are unmasked straight into a buffer the
-  subclass hands out, always one this code allocated (``_data_start``):
-  CPython shares cached 1-byte and empty ``bytes`` objects, so nothing is
-  ever written into an object that came from elsewhere.
+  input fails fast. Payload bytes are unmasked straight into memory this
+  code allocated, sized by the bytes received, never by the length a header
+  announces (see ``FrameReader``); CPython shares cached 1-byte and empty
+  ``bytes`` objects, so nothing is ever written into an object that came
+  from elsewhere.
 - ``FrameParser``: the reader that only records frames; the tests fuzz it
   against ``websockets``' parser.
 - ``frame()``: one unmasked server frame.
@@ -18,6 +19,7 @@ The byte loops (unmasking, UTF-8) are C, in ``unmask_utf8.h``.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
@@ -41,33 +43,46 @@ cdef bint valid_close_code(long code) noexcept:
 cdef class FrameReader:
     """Incremental RFC 6455 frame parser for the server side (clients must mask).
 
-    Subclasses receive: ``_data_start`` (a data frame's header is in: set
-    ``self.dst`` to ``self.length`` writable bytes this code owns),
-    ``_data_chunk`` (that many bytes were unmasked at ``self.dst + offset``),
-    ``_data_end``, ``_control`` (a whole ping/pong), ``_closed`` (a valid
-    close frame) and ``_fail`` (a protocol error: the code and reason the
-    server closes with). After ``_closed`` or ``_fail`` the reader ignores all
-    further input, as websockets' parser discards it.
+    Subclasses receive: ``_data_start`` (a data frame's header is in),
+    ``_data_chunk`` (that many payload bytes were unmasked at ``data``),
+    ``_data_end`` (the frame is complete: its payload is held, after any
+    earlier frames' not yet taken), ``_control`` (a whole ping/pong),
+    ``_closed`` (a valid close frame) and ``_fail`` (a protocol error: the
+    code and reason the server closes with). After ``_closed`` or ``_fail``
+    the reader ignores all further input, as websockets' parser discards it.
+
+    A subclass takes the data held with ``take_bytes``, ``take_text`` or
+    ``discard``, at least at the end of each message: per frame to see
+    frames, per message to have fragments assembled in one buffer. Memory
+    follows the bytes received: a frame's payload buffer grows as its bytes
+    arrive, at most doubling, so a header announcing 16 MiB (or 2**44 bytes
+    with no size limit) followed by 1 KiB holds about 1 KiB.
     """
 
     def __cinit__(self):
         self.max_size = 1 << 20
-        self.stopped = False
-        self.head_len = 0
-        self.in_payload = False
-        self.fragmented = False
-        self.msg_opcode = 0
+        self.buf = NULL
 
-    cdef int feed(self, const unsigned char *data, Py_ssize_t n) except -1:
+    def __dealloc__(self):
+        PyMem_Free(self.buf)
+
+    cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1:
+        """Parse ``n`` bytes; returns how many were consumed: all of them unless
+        the subclass set ``paused``, then those up to the end of that frame."""
         cdef Py_ssize_t pos = 0, need, take
-        while pos < n and not self.stopped:
+        cdef unsigned char *out
+        while pos < n:
+            if self.stopped:
+                return n
             if not self.in_payload:
                 if self.head_len == 0:
+                    if self.paused:
+                        return pos
                     need = _header_length(data + pos, n - pos)
                     if need and n - pos >= need:
                         # The whole header is here: parse it in place.
-                        self._header(data + pos)
                         pos += need
+                        self._header(data + pos - need, n - pos)
                         continue
                 # Straddling reads: collect the 2 fixed bytes, then the rest.
                 while self.head_len < 2 and pos < n:
@@ -75,7 +90,7 @@ cdef class FrameReader:
                     self.head_len += 1
                     pos += 1
                 if self.head_len < 2:
-                    return 0
+                    return n
                 need = _header_length(self.head, self.head_len)
                 take = min(need - self.head_len, n - pos)
                 memcpy(self.head + self.head_len, data + pos, take)
@@ -85,21 +100,24 @@ cdef class FrameReader:
                     # Fail as early as websockets does: on the opcode and mask
                     # bit at once, on the size before the masking key arrives.
                     self._early_checks(self.head, self.head_len)
-                    return 0
+                    return n
                 self.head_len = 0
-                self._header(self.head)
+                self._header(self.head, n - pos)
                 continue
             take = min(self.length - self.received, n - pos)
-            turbows_unmask(self.dst + self.received, data + pos, take, self.mask, self.received & 3)
+            out = self.dst + self.received if self.dst != NULL else self._reserve(take)
+            turbows_unmask(out, data + pos, take, self.mask, self.received & 3)
             self.received += take
             pos += take
             if self.opcode < OP_CLOSE:
-                self._data_chunk(self.received - take, take)
+                if self.dst == NULL:
+                    self.buf_len += take
+                self._data_chunk(out, take)
                 if self.stopped:
-                    return 0
+                    return n
             if self.received == self.length:
                 self._payload_done()
-        return 0
+        return n
 
     cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1:
         """The checks websockets makes before the whole header is in, on what is:
@@ -124,12 +142,14 @@ cdef class FrameReader:
             for k in range(2, 10):
                 length = (length << 8) | h[k]
         limit = self.max_size - self.msg_size if self.fragmented else self.max_size
-        if (limit >= 0 and length > <uint64_t>limit) or length > <uint64_t>PY_SSIZE_T_MAX:
+        # The second bound keeps every size below (held + length) a Py_ssize_t.
+        if (limit >= 0 and length > <uint64_t>limit) or length > <uint64_t>(PY_SSIZE_T_MAX - self.held()):
             return self._fail(1009, f"frame with {length} bytes exceeds limit of {limit} bytes")
         return 0
 
-    cdef int _header(self, const unsigned char *h) except -1:
-        """A complete header at ``h``: check it, then start the payload."""
+    cdef int _header(self, const unsigned char *h, Py_ssize_t available) except -1:
+        """A complete header at ``h``, with ``available`` bytes of the read after it:
+        check it, then start the payload."""
         cdef int opcode = h[0] & 0x0F
         cdef bint fin = (h[0] & 0x80) != 0
         cdef bint rsv1 = (h[0] & 0x40) != 0
@@ -182,12 +202,47 @@ cdef class FrameReader:
             self._data_start()
             if self.stopped:
                 return 0
+            if self.exact is not None:
+                # Held but not taken: keep it, ahead of this frame, in buf.
+                memcpy(self._reserve(PyBytes_GET_SIZE(self.exact)), PyBytes_AS_STRING(self.exact),
+                       PyBytes_GET_SIZE(self.exact))
+                self.buf_len += PyBytes_GET_SIZE(self.exact)
+                self.exact = None
+            if fin and self.buf_len == 0 and 0 < self.length <= available:
+                # The whole payload is in hand: unmask it straight into its own
+                # object. Never a shared one: PyBytes_FromStringAndSize(NULL, n)
+                # allocates for every n > 0, where CPython caches 1-byte objects.
+                self.exact = PyBytes_FromStringAndSize(NULL, self.length)
+                self.dst = <unsigned char *>PyBytes_AS_STRING(self.exact)
+            else:
+                self.dst = NULL  # appended to buf as it arrives
         else:
             self.dst = self.control
         if self.length == 0:
             return self._payload_done()
         self.in_payload = True
         return 0
+
+    cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL:
+        """Room for ``n`` more bytes at the end of buf. Capacity at most doubles,
+        and never passes what the current frame still announces, so it stays
+        within twice the bytes received."""
+        cdef Py_ssize_t need = self.buf_len + n
+        cdef Py_ssize_t cap, frame_end
+        cdef unsigned char *grown
+        if need > self.buf_cap:
+            frame_end = self.buf_len + (self.length - self.received)
+            cap = self.buf_cap * 2 if self.buf_cap <= PY_SSIZE_T_MAX // 2 else PY_SSIZE_T_MAX
+            if cap > frame_end:
+                cap = frame_end
+            if cap < need:
+                cap = need
+            grown = <unsigned char *>PyMem_Realloc(self.buf, <size_t>cap)
+            if grown == NULL:
+                raise MemoryError
+            self.buf = grown
+            self.buf_cap = cap
+        return self.buf + self.buf_len
 
     cdef int _payload_done(self) except -1:
         self.in_payload = False
@@ -218,12 +273,53 @@ cdef class FrameReader:
         self.stopped = True
         return self._closed(code, reason, PyBytes_FromStringAndSize(<char *>self.control, self.length))
 
+    # -- the data held -------------------------------------------------------
+
+    cdef Py_ssize_t held(self) noexcept:
+        """Payload bytes of data frames held, not yet taken."""
+        if self.exact is not None:
+            return PyBytes_GET_SIZE(self.exact)
+        return self.buf_len
+
+    cdef object take_bytes(self):
+        """The data held, as bytes; nothing is held after."""
+        cdef object data
+        if self.exact is not None:
+            data, self.exact = self.exact, None
+            return data
+        if self.buf_len == 0:
+            self.discard()
+            return b""
+        data = PyBytes_FromStringAndSize(<char *>self.buf, self.buf_len)
+        self.discard()
+        return data
+
+    cdef object take_text(self):
+        """The data held, decoded as UTF-8 (the subclass validated it); nothing is held after."""
+        cdef object text
+        if self.exact is not None:
+            text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(self.exact), PyBytes_GET_SIZE(self.exact), NULL)
+            self.exact = None
+            return text
+        text = PyUnicode_DecodeUTF8(<char *>self.buf, self.buf_len, NULL)
+        self.discard()
+        return text
+
+    cdef int discard(self) noexcept:
+        """Hold nothing; give the buffer's memory back."""
+        self.exact = None
+        PyMem_Free(self.buf)
+        self.buf = NULL
+        self.buf_len = 0
+        self.buf_cap = 0
+        return 0
+
     # -- what subclasses do --------------------------------------------------
 
     cdef int _data_start(self) except -1:
         return 0
 
-    cdef int _data_chunk(self, Py_ssize_t offset, Py_ssize_t n) except -1:
+    cdef int _data_chunk(self, const unsigned char *data, Py_ssize_t n) except -1:
         return 0
 
     cdef int _data_end(self) except -1:
@@ -255,17 +351,20 @@ cdef inline Py_ssize_t _header_length(const unsigned char *h, Py_ssize_t availab
     return length
 
 
-cdef int feed_object(FrameReader reader, object data) except -1:
-    """Feed any bytes-like object: bytes directly, anything else through the buffer protocol."""
+cdef object feed_object(FrameReader reader, object data):
+    """Feed any bytes-like object; returns the bytes the reader did not consume
+    (it paused: they start at a frame boundary), or None."""
     cdef Py_buffer view
+    cdef Py_ssize_t used
     if type(data) is bytes:
-        return reader.feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        used = reader.feed(<const unsigned char *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+        return None if used == PyBytes_GET_SIZE(data) else data[used:]
     PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
     try:
-        reader.feed(<const unsigned char *>view.buf, view.len)
+        used = reader.feed(<const unsigned char *>view.buf, view.len)
+        return None if used == view.len else PyBytes_FromStringAndSize(<char *>view.buf + used, view.len - used)
     finally:
         PyBuffer_Release(&view)
-    return 0
 
 
 @cython.final
@@ -276,10 +375,10 @@ cdef class FrameParser(FrameReader):
     Frame-level rules only (as websockets' ``Frame.parse`` plus its
     protocol's sequencing): text payloads are not UTF-8 checked here, that is
     the protocol's job; the message size counts raw payload bytes.
+    ``held_capacity()``: the bytes the payload buffer has reserved.
     """
 
     cdef list events
-    cdef bytes payload
 
     def __init__(self, max_size=1 << 20, deflate=False):
         self.max_size = max_size
@@ -291,17 +390,12 @@ cdef class FrameParser(FrameReader):
         events, self.events = self.events, []
         return events
 
-    cdef int _data_start(self) except -1:
-        # A new object of our own even for 0 or 1 byte (PyBytes_FromStringAndSize
-        # with NULL never returns a shared one for a length above 0).
-        self.payload = PyBytes_FromStringAndSize(NULL, self.length)
-        self.dst = <unsigned char *>PyBytes_AS_STRING(self.payload)
-        return 0
+    def held_capacity(self):
+        return self.buf_cap
 
     cdef int _data_end(self) except -1:
         self.msg_size += self.length
-        self.events.append((self.opcode, self.fin, self.rsv1, self.payload))
-        self.payload = None
+        self.events.append((self.opcode, self.fin, self.rsv1, self.take_bytes()))
         return 0
 
     cdef int _control(self, int opcode, bytes payload) except -1:
@@ -314,6 +408,7 @@ cdef class FrameParser(FrameReader):
 
     cdef int _fail(self, int code, str reason) except -1:
         self.stopped = True
+        self.discard()
         self.events.append(("error", code))
         return 0
 

@@ -93,6 +93,10 @@ from turbows._handshake import (
 cdef object _logger = logging.getLogger("uvicorn.error")
 # Reading pauses once this many bytes wait for the app, whatever the message count.
 cdef Py_ssize_t _QUEUE_BYTES_HIGH = 1 << 20
+# Why reading is paused (WebSocketProtocol.pausing).
+cdef enum:
+    _PAUSED_BY_QUEUE = 1   # the app lags
+    _PAUSED_BY_WRITES = 2  # the transport's write buffer is above its high-water mark
 
 
 cdef class WebSocketProtocol(FrameReader):
@@ -140,7 +144,14 @@ cdef class WebSocketProtocol(FrameReader):
     cdef object waiter
     cdef Py_ssize_t queue_bytes
     cdef Py_ssize_t max_queue
+
+    # Flow control. Reading stops (the transport's, and parsing at the next
+    # frame boundary) while any reason in `pausing` holds and our close is not
+    # out; bytes already read wait in `unread`, parsed in order once it clears.
+    cdef int pausing
     cdef public bint read_paused
+    cdef bytes unread
+    cdef bint parse_scheduled
     cdef bint write_paused
     cdef object writable
 
@@ -153,10 +164,9 @@ cdef class WebSocketProtocol(FrameReader):
     cdef double ping_sent_at
     cdef public double last_ping_rtt
 
-    # The message being received.
-    cdef object payload          # the bytes object dst points into
-    cdef list fragments
+    # The message being received (its raw bytes are held by FrameReader).
     cdef uint32_t utf8_state
+    cdef bytearray inflated      # a fragmented compressed message, inflated so far
     # permessage-deflate, where negotiated (self.deflate)
     cdef PerMessageDeflate deflater
 
@@ -198,7 +208,10 @@ cdef class WebSocketProtocol(FrameReader):
         self.queue_bytes = 0
         # uvicorn's ws_max_queue (32 by default) bounds how far the app may lag.
         self.max_queue = max(1, getattr(config, "ws_max_queue", 32) or 32)
+        self.pausing = 0
         self.read_paused = False
+        self.unread = None
+        self.parse_scheduled = False
         self.write_paused = False
         self.writable = asyncio.Event()
         self.writable.set()
@@ -215,8 +228,7 @@ cdef class WebSocketProtocol(FrameReader):
         self.max_size = max_size if max_size is not None else -1
         self.deflate = False
         self.deflater = None
-        self.fragments = None
-        self.payload = None
+        self.inflated = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -242,6 +254,9 @@ cdef class WebSocketProtocol(FrameReader):
         self.handshake_complete = True
         self.disconnected = True
         self.stopped = True
+        self.unread = None
+        self.discard()
+        self.inflated = None
         # Unblock any send() waiting for the buffer to drain: it never will now.
         self.writable.set()
         if self.close_timer is not None:
@@ -256,12 +271,17 @@ cdef class WebSocketProtocol(FrameReader):
         pass
 
     def pause_writing(self):
+        # Above the transport's high-water mark: the app's sends wait, and
+        # reading stops too, so a peer that sends pings and never reads cannot
+        # grow our write buffer with pongs.
         self.write_paused = True
         self.writable.clear()
+        self._pause(_PAUSED_BY_WRITES)
 
     def resume_writing(self):
         self.write_paused = False
         self.writable.set()
+        self._unpause(_PAUSED_BY_WRITES)
 
     def shutdown(self):
         self.stop_keepalive()
@@ -281,24 +301,65 @@ cdef class WebSocketProtocol(FrameReader):
         self.transport.close()
 
     def data_received(self, data):
-        if self.handshake_initiated:
-            if not self.stopped:
-                feed_object(self, data)
-            return
+        try:
+            self._received(data)
+        except Exception as error:
+            self._internal_error(error)
+
+    cdef int _received(self, data) except -1:
+        if not self.handshake_initiated:
+            data = self._request_head(data)
+            if not data:
+                return 0
+        if self.stopped:
+            return 0
+        if self.unread is not None:
+            # Parsing stopped for flow control: these come after the bytes held.
+            self.unread += data
+            return 0
+        self.unread = feed_object(self, data)
+        return 0
+
+    cdef object _request_head(self, data):
+        """Collect the upgrade request; once it is in, handle it and return the
+        bytes after it (frames a client sent before our 101), else None."""
         self.request_head += data
         end = self.request_head.find(b"\r\n\r\n")
         if end < 0:
             if len(self.request_head) > 65536:
                 self._refuse(Refused(431, "Failed to open a WebSocket connection: request headers too large.\n"))
-            return
+            return None
         head = bytes(self.request_head[:end])
         rest = bytes(self.request_head[end + 4:])
         self.request_head = None
         self.handshake_initiated = True
         if not self._handle_connect(head):
-            return
-        if rest:
-            feed_object(self, rest)
+            return None
+        return rest
+
+    cdef int _internal_error(self, error) except -1:
+        """The one place an exception raised while reading ends up: the
+        connection fails cleanly, never leaving the reader mid-frame, and
+        nothing escapes data_received into asyncio's fatal-error path. Running
+        out of memory for a message is a 1009; anything else, a 1011 (a 500
+        where the app has not started)."""
+        self.stopped = True
+        self.unread = None
+        try:
+            if isinstance(error, MemoryError):
+                self.logger.warning("WebSocket message too big for the memory available; closing with 1009")
+                code, reason = 1009, "message too big"
+            else:
+                self.logger.error("Exception while reading a WebSocket connection", exc_info=error)
+                code, reason = 1011, "internal error"
+            if self.scope is None:
+                if not self.transport.is_closing():
+                    self._refuse(Refused(500, "Internal Server Error"))
+            else:
+                self._fail(code, reason)
+        except Exception:
+            self.transport.abort()
+        return 0
 
     # -- the handshake ------------------------------------------------------
 
@@ -408,57 +469,63 @@ cdef class WebSocketProtocol(FrameReader):
     # -- frames in ------------------------------------------------------------
 
     cdef int _data_start(self) except -1:
-        # Our own new object, written only here (see the module docstring).
-        self.payload = PyBytes_FromStringAndSize(NULL, self.length)
-        self.dst = <unsigned char *>PyBytes_AS_STRING(self.payload)
         if self.opcode != OP_CONT:
             self.utf8_state = 0
             if self.compressed:
+                # self.compressed implies permessage-deflate was negotiated (FrameReader checks RSV1).
                 self.deflater.start_message()
         return 0
 
-    cdef int _data_chunk(self, Py_ssize_t offset, Py_ssize_t n) except -1:
+    cdef int _data_chunk(self, const unsigned char *data, Py_ssize_t n) except -1:
         # Validate text as it arrives, so invalid UTF-8 fails before the frame ends.
         if self.msg_opcode == OP_TEXT and not self.compressed:
-            self.utf8_state = turbows_utf8(self.utf8_state, self.dst + offset, n)
+            self.utf8_state = turbows_utf8(self.utf8_state, data, n)
             if self.utf8_state == TURBOWS_UTF8_REJECT:
                 return self._fail(1007, "invalid UTF-8")
         return 0
 
     cdef int _data_end(self) except -1:
-        cdef object data = self.payload
-        cdef const unsigned char *p
-        self.payload = None
+        cdef object data = None
+        cdef Py_ssize_t size
         if self.compressed:
-            data = self._inflate(data)
+            # Inflated frame by frame; a fragmented message's output gathers in one buffer.
+            data = self._inflate(self.take_bytes())
             if data is None:
                 return 0
+            size = PyBytes_GET_SIZE(data)
             if self.msg_opcode == OP_TEXT:
-                self.utf8_state = turbows_utf8(self.utf8_state, <const unsigned char *>PyBytes_AS_STRING(data),
-                                               PyBytes_GET_SIZE(data))
+                self.utf8_state = turbows_utf8(self.utf8_state, <const unsigned char *>PyBytes_AS_STRING(data), size)
                 if self.utf8_state == TURBOWS_UTF8_REJECT:
                     return self._fail(1007, "invalid UTF-8")
-        self.msg_size += PyBytes_GET_SIZE(data)
-        if not self.fin:
-            if self.fragments is None:
-                self.fragments = [data]
-            else:
-                self.fragments.append(data)
-            return 0
-        if self.fragments is not None:
-            self.fragments.append(data)
-            data = b"".join(self.fragments)
-            self.fragments = None
+            self.msg_size += size
+            if self.inflated is not None or not self.fin:
+                if self.inflated is None:
+                    self.inflated = bytearray()
+                self.inflated += data
+                if not self.fin:
+                    return 0
+                data = bytes(self.inflated)
+                self.inflated = None
+        else:
+            # Fragments stay held by the reader, appended in one buffer, until the last.
+            self.msg_size += self.length
+            if not self.fin:
+                return 0
         if self.close_sent:
             # The app is past websocket.close: discard, keep reading for the peer's close.
+            self.discard()
             return 0
+        size = self.msg_size
         if self.msg_opcode == OP_TEXT:
             if self.utf8_state != 0:
                 return self._fail(1007, "invalid UTF-8")
-            text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), NULL)
-            self._put({"type": "websocket.receive", "text": text}, PyBytes_GET_SIZE(data))
+            if data is None:
+                text = self.take_text()
+            else:
+                text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(data), size, NULL)
+            self._put({"type": "websocket.receive", "text": text}, size)
         else:
-            self._put({"type": "websocket.receive", "bytes": data}, PyBytes_GET_SIZE(data))
+            self._put({"type": "websocket.receive", "bytes": self.take_bytes() if data is None else data}, size)
         self._flow()
         return 0
 
@@ -511,8 +578,9 @@ cdef class WebSocketProtocol(FrameReader):
     cdef int _fail(self, int code, str reason) except -1:
         """A protocol error: close with ``code`` and tell the app."""
         self.stopped = True
-        self.payload = None
-        self.fragments = None
+        self.unread = None
+        self.discard()
+        self.inflated = None
         if self.close_sent:
             # Our close is already out: nothing more to say; drop the connection.
             self.transport.close()
@@ -542,12 +610,52 @@ cdef class WebSocketProtocol(FrameReader):
         return 0
 
     cdef int _flow(self) except -1:
-        """Stop reading while the app lags: ws_max_queue messages or a MiB waiting."""
-        if not self.read_paused and (len(self.queue) >= self.max_queue or self.queue_bytes >= _QUEUE_BYTES_HIGH):
-            if not self.transport.is_closing():
-                self.read_paused = True
-                self.transport.pause_reading()
+        """After every message queued: stop reading while the app lags
+        (ws_max_queue messages, or a MiB, wait for it)."""
+        if len(self.queue) >= self.max_queue or self.queue_bytes >= _QUEUE_BYTES_HIGH:
+            self._pause(_PAUSED_BY_QUEUE)
         return 0
+
+    cdef int _pause(self, int reason) except -1:
+        self.pausing |= reason
+        if self.close_sent:
+            return 0  # closing: keep reading, so the peer's close gets through
+        self.paused = True  # FrameReader stops at the next frame boundary
+        if not self.read_paused and not self.transport.is_closing():
+            self.read_paused = True
+            self.transport.pause_reading()
+        return 0
+
+    cdef int _unpause(self, int reason) except -1:
+        self.pausing &= ~reason
+        return self._update_reading()
+
+    cdef int _update_reading(self) except -1:
+        """Resume reading if no reason to pause holds (or our close is out):
+        the bytes held first, from the event loop, then the transport's."""
+        if self.pausing and not self.close_sent:
+            return 0
+        self.paused = False
+        if self.unread is not None and not self.stopped:
+            if not self.parse_scheduled:
+                self.parse_scheduled = True
+                self.loop.call_soon(self._parse_unread)
+            return 0
+        if self.read_paused:
+            self.read_paused = False
+            if not self.transport.is_closing():
+                self.transport.resume_reading()
+        return 0
+
+    def _parse_unread(self):
+        self.parse_scheduled = False
+        data, self.unread = self.unread, None
+        if data is not None and not self.stopped:
+            try:
+                self._received(data)
+            except Exception as error:
+                self._internal_error(error)
+        self._update_reading()
 
     async def receive(self):
         queue = self.queue
@@ -568,10 +676,9 @@ cdef class WebSocketProtocol(FrameReader):
             self.queue_bytes -= len(message.get("text") or message.get("bytes") or b"")
             if self.queue_bytes < 0:
                 self.queue_bytes = 0
-        if self.read_paused and len(queue) <= self.max_queue // 2 and self.queue_bytes < _QUEUE_BYTES_HIGH // 2:
-            self.read_paused = False
-            if not self.transport.is_closing():
-                self.transport.resume_reading()
+        if self.pausing & _PAUSED_BY_QUEUE and len(queue) <= self.max_queue // 2 \
+                and self.queue_bytes < _QUEUE_BYTES_HIGH // 2:
+            self._unpause(_PAUSED_BY_QUEUE)
         return message
 
     async def send(self, message):
@@ -695,9 +802,7 @@ cdef class WebSocketProtocol(FrameReader):
             raise RuntimeError("close reason is too long")
         self._write(frame(0x80 | OP_CLOSE, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)))
         self.close_sent = True
-        if self.read_paused:
-            # Keep reading: the peer's close reply must get through.
-            self.read_paused = False
-            self.transport.resume_reading()
+        # Keep reading, whatever paused it: the peer's close reply must get through.
+        self._update_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
         return 0

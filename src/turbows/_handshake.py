@@ -84,6 +84,9 @@ def parse_request(data: bytes) -> tuple[str, str, str, Headers]:
         method, target, version = lines[0].split(" ")
     except ValueError:
         raise Refused(400, _fail_text("invalid request line")) from None
+    if not target.isascii():
+        # RFC 9112 3.2: a request target is ASCII (uvicorn's HTTP parsers refuse it before us).
+        raise Refused(400, _fail_text("invalid request target"))
     headers = []
     for line in lines[1:]:
         if not line:

@@ -93,6 +93,37 @@ def test_too_big_fails_on_the_header_alone() -> None:
     assert FrameParser(max_size=1000).feed_data(head) == [("error", 1009)]
 
 
+def test_payload_memory_follows_the_bytes_received_not_the_announced_length() -> None:
+    announced = 16 << 20
+    key = b"\x05\x06\x07\x08"
+    head = bytes([0x82, 0xFF]) + announced.to_bytes(8, "big") + key
+    payload = bytes(i % 253 for i in range(announced))
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload[: 1 << 20]))
+    parser = FrameParser(max_size=-1)
+    assert parser.feed_data(head + masked[:1024]) == []
+    assert parser.held_capacity() <= 2048  # not 16 MiB
+    received = 1024
+    for end in (2024, 32_024, 532_024, len(masked)):
+        assert parser.feed_data(masked[received:end]) == []
+        received = end
+        assert received <= parser.held_capacity() <= 2 * received
+    # The rest of the frame in one read: capacity stops at the announced end.
+    rest = bytes(b ^ key[i % 4] for i, b in enumerate(payload[received:], start=received))
+    assert parser.feed_data(rest) == [(BINARY, True, False, payload)]
+    assert parser.held_capacity() == 0  # taken: the buffer is given back
+
+
+def test_a_fragmented_message_gathers_in_one_buffer() -> None:
+    # A frame at a time for FrameParser, which takes each; the capacity stays that of one fragment.
+    parser = FrameParser(max_size=-1)
+    data = mask_frame(TEXT, b"a" * 100, fin=False)
+    for _ in range(50):
+        data += mask_frame(CONT, b"b" * 100, fin=False)
+    events = feed_in_pieces(parser, data + mask_frame(CONT, b"c"), 7)
+    assert [e[3] for e in events] == [b"a" * 100] + [b"b" * 100] * 50 + [b"c"]
+    assert parser.held_capacity() == 0
+
+
 def test_huge_length_does_not_overflow() -> None:
     head = bytes([0x82, 0xFF]) + b"\xff" * 8 + b"abcd"
     assert FrameParser(max_size=-1).feed_data(head) == [("error", 1009)]

@@ -86,12 +86,16 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class Harness:
-    def __init__(self, cls: type, app: Any, **config: Any) -> None:
+    def __init__(self, cls: type, app: Any, app_state: Any = None, **config: Any) -> None:
         config.setdefault("ws_max_size", 1000)
         self.config = Config(app, lifespan="off", log_level="warning", **config)
         self.config.load()
         self.state = ServerState()
-        self.protocol = cls(config=self.config, server_state=self.state, app_state={})
+        self.protocol = cls(
+            config=self.config,
+            server_state=self.state,
+            app_state={} if app_state is None else app_state,
+        )
         self.transport = Transport()
         self.transport.protocol = self.protocol
         self.protocol.connection_made(self.transport)
@@ -256,6 +260,36 @@ def test_invalid_utf8_fails_before_the_frame_ends() -> None:
         h.feed(frame[:20])  # the frame is far from complete
         sent = server_frames(h.transport.take())
         assert sent and int.from_bytes(sent[-1][1][:2], "big") == 1007
+
+    run(main())
+
+
+def test_a_failure_while_building_the_scope_is_a_500_not_an_exception() -> None:
+    class BrokenState(dict):  # type: ignore[type-arg]
+        def copy(self) -> Any:
+            raise RuntimeError("a broken lifespan state")
+
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log), app_state=BrokenState())
+        h.feed(request())  # nothing escapes data_received
+        await settle()
+        assert h.transport.take().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        assert h.transport.closed and log == []
+
+    run(main())
+
+
+def test_a_non_ascii_request_target_is_refused_with_400() -> None:
+    # uvicorn's HTTP parsers refuse it before any websocket protocol sees it; the
+    # protocol's own parser refuses it too, rather than fail building the scope.
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log))
+        h.feed(request(path="/caf\xe9"))
+        await settle()
+        assert h.transport.take().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert h.transport.closed and log == []
 
     run(main())
 

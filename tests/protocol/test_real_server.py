@@ -9,71 +9,16 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from realserver import HANDSHAKE, echo, mask_frame, raw_client, serving
 from websockets.asyncio.client import connect
-from wsframes import mask_frame
-
-WS = "turbows.uvicorn:WebSocketProtocol"
-
-
-@asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=WS, lifespan="off", log_level="info", **config
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (uvicorn < 0.29)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        assert server.started
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-async def echo(scope: Any, receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            await send({"type": "websocket.accept"})
-        elif message["type"] == "websocket.receive":
-            await send(
-                {
-                    "type": "websocket.send",
-                    **{k: v for k, v in message.items() if k != "type"},
-                }
-            )
-        else:
-            return
 
 
 def run(coro: Any, timeout: float = 20) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-HANDSHAKE = (
-    b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(HANDSHAKE)
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101")
-    return reader, writer
 
 
 @pytest.mark.skipif(
