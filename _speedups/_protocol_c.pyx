@@ -64,6 +64,7 @@ import asyncio
 import logging
 import random
 import struct
+from asyncio import InvalidStateError
 from collections import deque
 from zlib import error as ZlibError
 
@@ -81,7 +82,9 @@ from turbows._handshake import (
     Refused,
     accept_response,
     check_handshake,
-    denial_response,
+    checked_headers,
+    checked_subprotocol,
+    denial_head,
     get_all,
     negotiate_deflate,
     parse_extensions,
@@ -135,13 +138,15 @@ cdef class WebSocketProtocol(FrameReader):
     cdef public object close_timer
     cdef public double close_timeout
     cdef public object initial_response
+    cdef public bint response_started  # the denial response's head is written
     cdef bytearray request_head
     cdef str accept_key
     cdef object extension_header
 
-    # Messages for the app, and the future a waiting receive() sleeps on.
-    cdef object queue  # a deque
-    cdef object waiter
+    # Messages for the app, and the futures waiting receive() calls sleep on,
+    # one each, oldest first (both deques).
+    cdef object queue
+    cdef object waiters
     cdef Py_ssize_t queue_bytes
     cdef Py_ssize_t max_queue
 
@@ -201,10 +206,11 @@ cdef class WebSocketProtocol(FrameReader):
         self.close_timer = None
         self.close_timeout = 10.0
         self.initial_response = None
+        self.response_started = False
         self.request_head = bytearray()
 
         self.queue = deque()
-        self.waiter = None
+        self.waiters = deque()
         self.queue_bytes = 0
         # uvicorn's ws_max_queue (32 by default) bounds how far the app may lag.
         self.max_queue = max(1, getattr(config, "ws_max_queue", 32) or 32)
@@ -417,7 +423,10 @@ cdef class WebSocketProtocol(FrameReader):
             self.transport.close()
 
     def send_500_response(self):
-        if self.initial_response is not None or self.handshake_complete:
+        if self.initial_response is not None:
+            self._flush_denial()
+            return
+        if self.handshake_complete:
             return
         self._write(reject(500, "Internal Server Error"))
 
@@ -461,6 +470,8 @@ cdef class WebSocketProtocol(FrameReader):
         if self.logger.level <= TRACE_LOG_LEVEL:
             prefix = "%s:%d - " % self.client if self.client else ""
             self.logger.log(TRACE_LOG_LEVEL, "%sWebSocket keepalive ping timeout", prefix)
+        # The app learns why, as from any failure we close with (sansio's app sees 1005 here).
+        self._put({"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}, 0)
         self._write_close(1011, "keepalive ping timeout")
         self.close_sent = True
         self.stopped = True
@@ -602,11 +613,21 @@ cdef class WebSocketProtocol(FrameReader):
     cdef int _put(self, dict message, Py_ssize_t size) except -1:
         self.queue.append(message)
         self.queue_bytes += size
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
+        if self.waiters:
+            self._wake()
+        return 0
+
+    cdef int _wake(self) except -1:
+        """Wake the oldest receive() still waiting. Each has its own future, so
+        cancelling one never wakes the others with CancelledError."""
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            try:
                 waiter.set_result(None)
+                return 0
+            except InvalidStateError:
+                pass  # cancelled while it waited: the next one
         return 0
 
     cdef int _flow(self) except -1:
@@ -660,14 +681,19 @@ cdef class WebSocketProtocol(FrameReader):
     async def receive(self):
         queue = self.queue
         while not queue:
-            waiter = self.waiter
-            if waiter is None:
-                waiter = self.waiter = self._create_future()
+            waiter = self._create_future()
+            self.waiters.append(waiter)
             try:
                 await waiter
-            finally:
-                if self.waiter is waiter and waiter.done():
-                    self.waiter = None
+            except BaseException:
+                if waiter.cancelled():
+                    try:
+                        self.waiters.remove(waiter)
+                    except ValueError:
+                        pass  # _wake already passed over it
+                elif queue:
+                    self._wake()  # woken, then cancelled: the message is the next waiter's
+                raise
         message = queue.popleft()
         if not queue:
             self.queue_bytes = 0
@@ -716,14 +742,7 @@ cdef class WebSocketProtocol(FrameReader):
                 self._write(reject(403, ""))
                 self.transport.close()
             elif message_type == "websocket.http.response.start":
-                status = message["status"]
-                if not (100 <= status < 600):
-                    raise RuntimeError("Invalid HTTP status code '%d' in response." % status)
-                self.logger.info('%s - "WebSocket %s" %d', get_client_addr(self.scope),
-                                 get_path_with_query_string(self.scope), status)
-                headers = [(name.decode("latin-1"), value.decode("latin-1"))
-                           for name, value in list(message.get("headers", []))]
-                self.initial_response = (status, headers, b"")
+                self._start_denial(message)
             else:
                 raise RuntimeError(
                     "Expected ASGI message 'websocket.accept', 'websocket.close' "
@@ -733,24 +752,68 @@ cdef class WebSocketProtocol(FrameReader):
         if self.initial_response is not None and not self.close_sent:
             if message_type != "websocket.http.response.body":
                 raise RuntimeError(f"Expected ASGI message 'websocket.http.response.body' but got '{message_type}'.")
-            status, headers, body = self.initial_response
-            body = body + message["body"]
-            self.initial_response = (status, headers, body)
-            if not message.get("more_body", False):
-                self._put({"type": "websocket.disconnect", "code": 1006}, 0)
-                self.close_sent = True
-                self.handshake_complete = True
-                self.stopped = True
-                self._write(denial_response(status, headers, body))
-                self.transport.close()
+            self._denial_body(message)
             return
         raise RuntimeError(f"Unexpected ASGI message '{message_type}', after sending 'websocket.close'.")
+
+    # -- a denial response (the ASGI websocket.http.response extension) ---------
+    #
+    # As uvicorn's wsproto and legacy protocols do, the response start is
+    # written when it arrives, so the client gets the app's status even if the
+    # body never comes, where the app's headers say how long the body is.
+    # Where they do not, the response is held until the body is complete and
+    # written with its Content-Length (sansio's response); should the app end
+    # first, what it sent is written then, the body ending with the connection.
+
+    cdef int _start_denial(self, dict message) except -1:
+        status = message["status"]
+        if not (100 <= status < 600):
+            raise RuntimeError("Invalid HTTP status code '%d' in response." % status)
+        headers = checked_headers(message.get("headers", []), "websocket.http.response.start")
+        self.logger.info('%s - "WebSocket %s" %d', get_client_addr(self.scope),
+                         get_path_with_query_string(self.scope), status)
+        self.initial_response = (status, headers, b"")
+        if any(name.lower() == b"content-length" for name, _ in headers):
+            self.response_started = True
+            self._write(denial_head(status, headers, None))
+        return 0
+
+    cdef int _denial_body(self, dict message) except -1:
+        status, headers, body = self.initial_response
+        chunk = bytes(message["body"])
+        if self.response_started:
+            if chunk:
+                self._write(chunk)
+        else:
+            body = body + chunk
+            self.initial_response = (status, headers, body)
+        if not message.get("more_body", False):
+            if not self.response_started:
+                self.response_started = True
+                self._write(denial_head(status, headers, len(body)) + body)
+            self._put({"type": "websocket.disconnect", "code": 1006}, 0)
+            self.close_sent = True
+            self.handshake_complete = True
+            self.stopped = True
+            self.transport.close()
+        return 0
+
+    cdef int _flush_denial(self) except -1:
+        """The app ended with its denial response held: write what it sent."""
+        if self.initial_response is not None and not self.response_started and not self.transport.is_closing():
+            status, headers, body = self.initial_response
+            self.response_started = True
+            self._write(denial_head(status, headers, None) + body)
+        return 0
 
     cdef int _accept(self, dict message) except -1:
         self.logger.info('%s - "WebSocket %s" [accepted]', get_client_addr(self.scope),
                          get_path_with_query_string(self.scope))
-        response = accept_response(self.accept_key, self.extension_header, self.default_headers,
-                                   message.get("headers", []), message.get("subprotocol"))
+        response = accept_response(
+            self.accept_key, self.extension_header, self.default_headers,
+            checked_headers(message.get("headers", []), "websocket.accept"),
+            checked_subprotocol(message.get("subprotocol")),
+        )
         if not self.transport.is_closing():
             self.handshake_complete = True
             self._write(response)

@@ -24,7 +24,9 @@ __all__ = [
     "Refused",
     "accept_response",
     "check_handshake",
-    "denial_response",
+    "checked_headers",
+    "checked_subprotocol",
+    "denial_head",
     "get_all",
     "http_response",
     "negotiate_deflate",
@@ -315,27 +317,73 @@ def reject(status: int, text: str, extra: Headers | None = None) -> bytes:
     return http_response(status, headers, body)
 
 
-def denial_response(status: int, headers: Headers, body: bytes) -> bytes:
-    """The app's denial response (the ASGI websocket.http.response extension),
-    with sansio's defaults for the headers it leaves out."""
+# -- what the app asks us to write --------------------------------------------------
+
+#: ASGI header pairs, checked: (name, value) bytes.
+RawHeaders = list[tuple[bytes, bytes]]
+
+_TCHAR_BYTES = frozenset(ord(c) for c in _TCHAR)
+
+
+def checked_headers(headers: Iterable[tuple[Any, Any]], message_type: str) -> RawHeaders:
+    """The app's headers, each name an HTTP token and no value holding CR, LF or
+    NUL (which would end the header, or the head, early: header injection).
+    Raises ``ValueError`` (``TypeError`` for values that are not bytes), naming
+    the header and the message, as h11 refuses them in uvicorn's other protocols."""
+    checked = []
+    for name, value in headers:
+        if not isinstance(name, (bytes, bytearray, memoryview)) or not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"header names and values in '{message_type}' must be bytes, got ({name!r}, {value!r})")
+        name, value = bytes(name), bytes(value)
+        if not name or not _TCHAR_BYTES.issuperset(name):
+            raise ValueError(f"invalid header name {name!r} in '{message_type}': not an HTTP token")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise ValueError(f"invalid value for header {name!r} in '{message_type}': it contains CR, LF or NUL")
+        checked.append((name, value))
+    return checked
+
+
+def checked_subprotocol(subprotocol: Any) -> str | None:
+    """The subprotocol of ``websocket.accept``: None, or a str with no CR, LF or NUL."""
+    if subprotocol is None:
+        return None
+    if not isinstance(subprotocol, str):
+        raise TypeError(f"the subprotocol in 'websocket.accept' must be a str, got {subprotocol!r}")
+    if "\r" in subprotocol or "\n" in subprotocol or "\0" in subprotocol:
+        raise ValueError(f"invalid subprotocol {subprotocol!r} in 'websocket.accept': it contains CR, LF or NUL")
+    return subprotocol
+
+
+def denial_head(status: int, headers: RawHeaders, content_length: int | None) -> bytes:
+    """The head of the app's denial response (the ASGI websocket.http.response
+    extension): its headers, then sansio's defaults for those it leaves out
+    (Date, Connection: close, Content-Type, and Content-Length where known)."""
     present = {name.lower() for name, _ in headers}
+    lines = [f"HTTP/1.1 {status} {_status_phrase(status)}\r\n".encode("latin-1")]
+    for name, value in headers:
+        lines += [name, b": ", value, b"\r\n"]
     defaults = [
-        ("Date", email.utils.formatdate(usegmt=True)),
-        ("Connection", "close"),
-        ("Content-Length", str(len(body))),
-        ("Content-Type", "text/plain; charset=utf-8"),
+        (b"Date", email.utils.formatdate(usegmt=True).encode("ascii")),
+        (b"Connection", b"close"),
+        (b"Content-Type", b"text/plain; charset=utf-8"),
     ]
-    return http_response(status, headers + [(name, value) for name, value in defaults if name.lower() not in present], body)
+    if content_length is not None:
+        defaults.insert(2, (b"Content-Length", str(content_length).encode("ascii")))
+    for name, value in defaults:
+        if name.lower() not in present:
+            lines += [name, b": ", value, b"\r\n"]
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def accept_response(
     accept_key: str,
     extension_header: str | None,
     default_headers: Iterable[tuple[bytes, bytes]],
-    headers: Iterable[tuple[bytes, bytes]],
+    headers: RawHeaders,
     subprotocol: str | None,
 ) -> bytes:
-    """The 101 response: uvicorn's default headers, then the app's, names lower-cased."""
+    """The 101 response: uvicorn's default headers, then the app's (checked), names lower-cased."""
     lines = [
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         accept_key.encode("ascii"),

@@ -471,3 +471,63 @@ def test_app_close_then_peer_close_completes_the_handshake(cls: type) -> None:
         assert h.transport.closed and h.transport.take() == b""
 
     run(main())
+
+
+def test_concurrent_receives_each_wait_on_their_own() -> None:
+    # Cancelling one receive() must not wake the others with CancelledError; messages
+    # go to the receivers still waiting, oldest first, none lost.
+    async def main() -> None:
+        calls: list[Any] = []
+        done = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            calls.extend(asyncio.ensure_future(receive()) for _ in range(3))
+            await done.wait()
+
+        h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
+        h.feed(request())
+        await settle()
+        first, second, third = calls
+        first.cancel()
+        await settle()
+        h.feed(mask_frame(TEXT, b"one"))
+        await settle()
+        assert first.cancelled() and not third.done()
+        assert second.result() == {"type": "websocket.receive", "text": "one"}
+        h.feed(mask_frame(TEXT, b"two"))
+        await settle()
+        assert third.result() == {"type": "websocket.receive", "text": "two"}
+        done.set()
+        h.protocol.connection_lost(None)
+        await settle()
+
+    run(main())
+
+
+def test_a_receive_woken_then_cancelled_passes_its_message_on() -> None:
+    async def main() -> None:
+        calls: list[Any] = []
+        done = asyncio.Event()
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            calls.extend(asyncio.ensure_future(receive()) for _ in range(2))
+            await done.wait()
+
+        h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
+        h.feed(request())
+        await settle()
+        first, second = calls
+        h.feed(mask_frame(TEXT, b"one"))  # wakes the first, which has not run yet...
+        first.cancel()  # ...and is cancelled before it takes the message
+        await settle()
+        assert first.cancelled()
+        assert second.result() == {"type": "websocket.receive", "text": "one"}
+        done.set()
+        h.protocol.connection_lost(None)
+        await settle()
+
+    run(main())

@@ -210,3 +210,140 @@ def test_upgrade_from_either_http_protocol(http: str) -> None:
             await ws.close(4001, "done")
 
     run(main())
+
+
+async def handshake_response(port: int) -> bytes:
+    """What the server answers the upgrade with, up to the end of its head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HANDSHAKE)
+    try:
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "accept, problem",
+    [
+        ({"headers": [(b"x-ok", b"1\r\nset-cookie: injected=1")]}, "CR, LF or NUL"),
+        ({"headers": [(b"x-ok", b"1\nset-cookie: injected=1")]}, "CR, LF or NUL"),
+        ({"headers": [(b"x-ok", b"1\x00")]}, "CR, LF or NUL"),
+        ({"headers": [(b"set-cookie: injected=1\r\nx-ok", b"1")]}, "not an HTTP token"),
+        ({"subprotocol": "chat\r\nset-cookie: injected=1"}, "CR, LF or NUL"),
+    ],
+    ids=["cr-lf-in-value", "lf-in-value", "nul-in-value", "cr-lf-in-name", "cr-lf-in-subprotocol"],
+)
+def test_accept_refuses_headers_that_would_inject_others(accept: dict, problem: str) -> None:
+    errors: list[Exception] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await send({"type": "websocket.accept", **accept})
+        except ValueError as error:
+            errors.append(error)
+            raise
+
+    async def main() -> None:
+        async with serving(app) as port:
+            response = await handshake_response(port)
+        assert response.startswith(b"HTTP/1.1 500 "), response
+        assert b"injected" not in response
+
+    run(main())
+    assert len(errors) == 1 and problem in str(errors[0]) and "websocket.accept" in str(errors[0])
+
+
+def test_a_denial_response_refuses_headers_that_would_inject_others() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 403,
+                "headers": [(b"x-why", b"no\r\nset-cookie: injected=1")],
+            }
+        )
+
+    async def main() -> None:
+        async with serving(app) as port:
+            response = await handshake_response(port)
+        assert response.startswith(b"HTTP/1.1 500 "), response
+        assert b"injected" not in response
+
+    run(main())
+
+
+def test_a_denial_response_start_is_written_when_it_arrives() -> None:
+    # With the body's length in its headers, the client has the status before the body is sent.
+    body_sent = asyncio.Event()
+    head_seen = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [(b"content-length", b"7")],
+            }
+        )
+        await asyncio.wait_for(head_seen.wait(), 5)
+        await send({"type": "websocket.http.response.body", "body": b"go", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b" away"})
+        body_sent.set()
+
+    async def main() -> None:
+        async with serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HANDSHAKE)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert not body_sent.is_set()
+            head_seen.set()
+            assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+            assert b"content-length: 7\r\n" in head and b"Connection: close\r\n" in head
+            assert await asyncio.wait_for(reader.read(), 5) == b"go away"
+            writer.close()
+
+    run(main())
+
+
+def test_a_denial_response_the_app_abandons_is_still_written() -> None:
+    # No length in its headers and no body: what the app sent, ending with the connection.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": [(b"x-why", b"gone")]})
+
+    async def main() -> None:
+        async with serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HANDSHAKE)
+            data = await asyncio.wait_for(reader.read(), 5)
+            assert data.startswith(b"HTTP/1.1 404 Not Found\r\nx-why: gone\r\n"), data
+            assert data.endswith(b"\r\n\r\n") and b"Content-Length" not in data
+            writer.close()
+
+    run(main())
+
+
+def test_a_keepalive_timeout_tells_the_app_1011() -> None:
+    # The app sees why the server closed, as after any failure it closes with.
+    disconnects: list[dict] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        disconnects.append(await receive())
+
+    async def main() -> None:
+        async with serving(app, ws_ping_interval=0.05, ws_ping_timeout=0.1) as port:
+            reader, writer = await raw_client(port)  # never answers a ping
+            await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            for _ in range(100):
+                if disconnects:
+                    break
+                await asyncio.sleep(0.01)
+
+    run(main())
+    assert disconnects == [{"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}]
