@@ -166,7 +166,7 @@ cdef class WebSocketProtocol(FrameReader):
     cdef public object ping_timer
     cdef public object pong_timer
     cdef public object pending_ping_payload
-    cdef double ping_sent_at
+    cdef public double ping_sent_at
     cdef public double last_ping_rtt
 
     # The message being received (its raw bytes are held by FrameReader).

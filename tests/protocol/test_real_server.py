@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from realserver import HANDSHAKE, echo, mask_frame, raw_client, serving
+from realserver import HANDSHAKE, close_code, echo, mask_frame, raw_client, read_until_close, serve, serving
 from websockets.asyncio.client import connect
 
 
@@ -80,16 +80,36 @@ def test_keepalive_timeout_closes_with_1011() -> None:
 
 
 def test_keepalive_answered_keeps_the_connection() -> None:
+    # uvicorn's test_server_keepalive_ping_pong, on turbows' class: pings go out, the
+    # client's pongs are matched to them, and the connection outlives many timeouts.
     async def main() -> None:
         async with (
-            serving(echo, ws_ping_interval=0.05, ws_ping_timeout=0.5) as port,
-            connect(
-                f"ws://127.0.0.1:{port}/ka", open_timeout=5, ping_interval=None
-            ) as ws,
+            serve(echo, ws_ping_interval=0.05, ws_ping_timeout=0.1) as served,
+            connect(f"ws://127.0.0.1:{served.port}/ka", open_timeout=5, ping_interval=None) as ws,
         ):
+            (protocol,) = served.protocols()
             await asyncio.sleep(0.6)  # the client answers pings by itself
+            assert protocol.ping_sent_at > 0 and protocol.last_ping_rtt > 0
+            assert not protocol.transport.is_closing()
             await ws.send("still here")
             assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+
+    run(main())
+
+
+def test_keepalive_disabled_sends_no_ping() -> None:
+    # uvicorn's test_server_keepalive_disabled, on turbows' class.
+    async def main() -> None:
+        async with serve(echo, ws_ping_interval=None) as served:
+            reader, writer = await raw_client(served.port)
+            (protocol,) = served.protocols()
+            assert protocol.ping_timer is None
+            try:
+                data = await asyncio.wait_for(reader.read(1), 0.3)
+            except asyncio.TimeoutError:
+                data = None
+            assert data is None and protocol.ping_timer is None and protocol.ping_sent_at == 0
+            writer.close()
 
     run(main())
 
@@ -347,3 +367,36 @@ def test_a_keepalive_timeout_tells_the_app_1011() -> None:
 
     run(main())
     assert disconnects == [{"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}]
+
+
+def test_closing_resumes_reads_paused_by_a_full_queue_so_the_peer_close_gets_through() -> None:
+    # uvicorn's test_close_resumes_reads_paused_on_an_unconsumed_message, at turbows' own
+    # threshold: reading pauses once ws_max_queue messages wait (sansio pauses after each one).
+    # The app never reads them and closes; the peer's close reply must still be read, and
+    # the connection end there, not at the close timeout.
+    queued = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.wait_for(queued.wait(), 5)
+        await send({"type": "websocket.close", "code": 1000})
+
+    async def main() -> None:
+        async with serve(app, ws_max_queue=8) as served:
+            reader, writer = await raw_client(served.port)
+            writer.write(b"".join(mask_frame(1, b"%d" % i) for i in range(100)))
+            await writer.drain()
+            for _ in range(100):
+                if served.protocols() and served.protocols()[0].read_paused:
+                    break
+                await asyncio.sleep(0.01)
+            (protocol,) = served.protocols()
+            assert protocol.read_paused and protocol.close_timeout == 10.0
+            queued.set()
+            assert close_code(await read_until_close(reader)) == 1000
+            writer.write(mask_frame(8, b"\x03\xe8"))  # the close reply
+            assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the server, now
+            writer.close()
+
+    run(main())
