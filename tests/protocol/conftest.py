@@ -11,6 +11,7 @@ if NO_EXTENSIONS:
         "test_frames.py",
         "test_hostile.py",
         "test_parser_differential.py",
+        "test_protocol_differential.py",
         "test_protocol.py",
         "test_real_server.py",
     ]

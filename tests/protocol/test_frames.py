@@ -36,11 +36,32 @@ def test_lengths_and_any_split(n: int, piece: int) -> None:
     ]
 
 
-def test_unmasks_into_fresh_objects_never_shared_ones() -> None:
-    # b"a" is CPython's cached 1-byte object: unmasking in place into it would corrupt every b"a".
-    events = FrameParser().feed_data(mask_frame(BINARY, b"a", key=b"\x01\x02\x03\x04"))
-    assert events == [(BINARY, True, False, b"a")]
-    assert bytes([97]) == b"a" and b"a"[0] == 97
+# Slicing one byte out of a bytes object gives CPython's cached 1-byte object for it.
+ALL_BYTES = bytes(range(256))
+
+
+def test_unmasks_into_its_own_memory_never_into_the_input_or_shared_objects() -> None:
+    # An unmasking bug that writes in place corrupts what it writes into: the caller's
+    # input, or, where a payload object is made from the masked bytes (for one byte,
+    # CPython's cached object of the *masked* value), that shared object. Both are
+    # checked after every 1-byte payload under two keys, fed as bytes and as a
+    # bytearray, whole and in pieces that are views of it.
+    assert ALL_BYTES[7:8] is ALL_BYTES[7:8]  # the cache this test watches is there
+    for key in (b"\x01\x02\x03\x04", b"\xff\x80\x7f\x00"):
+        for value in range(256):
+            frame = mask_frame(BINARY, bytes([value]), key=key) + mask_frame(TEXT, b"ok", key=key)
+            original = bytes(bytearray(frame))  # a separate object to compare with
+            for data in (frame, bytearray(frame)):
+                view = memoryview(data)
+                for piece in (1, 3, len(frame)):
+                    parser = FrameParser()
+                    events = []
+                    for i in range(0, len(frame), piece):
+                        events += parser.feed_data(data if piece == len(frame) else view[i : i + piece])
+                    assert events == [(BINARY, True, False, bytes([value])), (TEXT, True, False, b"ok")]
+                    assert bytes(data) == original, "the input was written to"
+    corrupted = [i for i in range(256) if ALL_BYTES[i : i + 1][0] != i]
+    assert corrupted == [], f"CPython's cached 1-byte objects for {corrupted} were written to"
 
 
 def test_fragments_with_control_frames_interleaved() -> None:
