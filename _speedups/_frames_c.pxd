@@ -22,6 +22,7 @@ cdef enum:
 
 
 cdef class FrameReader:
+    # ws_max_size (-1: no limit); the message's size so far is what it bounds.
     cdef public Py_ssize_t max_size
     # permessage-deflate negotiated: RSV1 allowed on a message's first frame.
     cdef bint deflate
@@ -29,6 +30,9 @@ cdef class FrameReader:
     cdef bint stopped
     # Set by the subclass (flow control): feed() returns at the next frame boundary.
     cdef bint paused
+    # Inside feed(), which a hook must not re-enter (a transport calling back into
+    # data_received from write(), say): it would move the buffer being written.
+    cdef bint feeding
 
     # The header being accumulated when it straddles reads.
     cdef unsigned char head[14]
@@ -63,9 +67,10 @@ cdef class FrameReader:
     cdef int msg_opcode
     cdef bint fragmented
     cdef bint compressed
-    cdef public Py_ssize_t msg_size
+    cdef readonly Py_ssize_t msg_size
 
     cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1
+    cdef Py_ssize_t _feed(self, const unsigned char *data, Py_ssize_t n) except -1
     cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef int _header(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL

@@ -69,6 +69,15 @@ cdef class FrameReader:
     cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1:
         """Parse ``n`` bytes; returns how many were consumed: all of them unless
         the subclass set ``paused``, then those up to the end of that frame."""
+        if self.feeding:
+            raise RuntimeError("FrameReader.feed() re-entered from one of its own hooks")
+        self.feeding = True
+        try:
+            return self._feed(data, n)
+        finally:
+            self.feeding = False
+
+    cdef Py_ssize_t _feed(self, const unsigned char *data, Py_ssize_t n) except -1:
         cdef Py_ssize_t pos = 0, need, take
         cdef unsigned char *out
         while pos < n:

@@ -73,7 +73,9 @@ def server_frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 class Harness:
-    def __init__(self, cls: type, app: Any, app_state: Any = None, **config: Any) -> None:
+    def __init__(
+        self, cls: type, app: Any, app_state: Any = None, transport: Transport | None = None, **config: Any
+    ) -> None:
         config.setdefault("ws_max_size", 1000)
         self.config = Config(app, lifespan="off", log_level="warning", **config)
         self.config.load()
@@ -83,7 +85,7 @@ class Harness:
             server_state=self.state,
             app_state={} if app_state is None else app_state,
         )
-        self.transport = Transport()
+        self.transport = Transport() if transport is None else transport
         self.transport.protocol = self.protocol
         self.protocol.connection_made(self.transport)
 

@@ -14,7 +14,7 @@ import zlib
 from typing import Any
 
 import pytest
-from protocol_harness import KEY, Harness, request, server_frames, settle
+from protocol_harness import KEY, Harness, Transport, request, server_frames, settle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from wsframes import mask_frame
 
@@ -443,5 +443,31 @@ def test_a_receive_woken_then_cancelled_passes_its_message_on() -> None:
         done.set()
         h.protocol.connection_lost(None)
         await settle()
+
+    run(main())
+
+
+def test_a_transport_that_feeds_the_protocol_from_write_fails_it_cleanly() -> None:
+    # feed() is not re-entrant (it holds a pointer into the buffer it unmasks into):
+    # re-entered, through a pong's write here, the connection fails with 1011.
+    class FeedingTransport(Transport):
+        def write(self, data: Any) -> None:
+            super().write(data)
+            if data[:1] == b"\x8a":  # a pong: more data arrives, from inside write()
+                self.protocol.data_received(mask_frame(BINARY, b"y" * 300))
+
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log), ws_per_message_deflate=False, transport=FeedingTransport())
+        h.feed(request())
+        await settle()
+        h.transport.take()
+        h.feed(mask_frame(BINARY, b"x" * 200, fin=False) + mask_frame(PING, b"p") + mask_frame(CONT, b"z" * 100))
+        await settle()
+        sent = server_frames(h.transport.take())
+        assert sent[0] == (0x8A, b"p")
+        assert sent[-1][0] == 0x88 and int.from_bytes(sent[-1][1][:2], "big") == 1011
+        assert log[-1]["type"] == "websocket.disconnect" and log[-1]["code"] == 1011
+        assert h.transport.closed
 
     run(main())
