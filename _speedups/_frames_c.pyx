@@ -115,7 +115,7 @@ cdef class FrameReader:
                 continue
             take = min(self.length - self.received, n - pos)
             out = self.dst + self.received if self.dst != NULL else self._reserve(take)
-            turbows_unmask(out, data + pos, take, self.mask, self.received & 3)
+            turbows_unmask(out, data + pos, <size_t>take, self.mask, <size_t>(self.received & 3))
             self.received += take
             pos += take
             if self.opcode < OP_CLOSE:
@@ -425,7 +425,7 @@ cdef class FrameParser(FrameReader):
 def utf8_valid(data, bint final=True):
     """Whether ``data`` is valid UTF-8 (``final=False``: a valid prefix). For tests."""
     cdef const unsigned char[:] view = data
-    cdef uint32_t state = turbows_utf8(0, &view[0] if len(view) else NULL, len(view))
+    cdef uint32_t state = turbows_utf8(0, &view[0] if len(view) else NULL, <size_t>len(view))
     if state == TURBOWS_UTF8_REJECT:
         return False
     return state == 0 or not final
@@ -459,7 +459,7 @@ cdef bytes frame(int first, const char *payload, Py_ssize_t n):
 def encode_frame(int opcode, data, bint fin=True, bint rsv1=False):
     """An unmasked server frame, for tests."""
     cdef const unsigned char[:] view = data
-    return frame(opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0),
+    return frame(<int>(opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)),
                  <const char *>&view[0] if len(view) else NULL, len(view))
 
 

@@ -14,8 +14,16 @@ The parts, one job per file:
   its ``FrameReader``, so the hot path is ``data_received`` -> ``feed`` ->
   the ``_data_*`` hooks below -> ``_put``, and ``send`` -> ``_send_data``;
 - ``turbows._handshake``: the upgrade request, the scope and the HTTP
-  responses (cold, plain Python);
+  responses, with the checks on what the app asks us to write (cold, plain
+  Python);
 - ``_deflate_c``: permessage-deflate.
+
+What a client can make the server hold is bounded: memory for a message
+follows the bytes received (``FrameReader``); reading stops, the parser at
+the next frame boundary, while ``ws_max_queue`` messages or 1 MiB wait for
+the app and while the transport's write buffer is above its high-water mark
+(so pongs to a client that never reads cannot pile up); an exception while
+reading fails the connection in one place (``_internal_error``).
 
 Deliberate differences from sansio, each for conformance or robustness:
 
@@ -24,18 +32,23 @@ Deliberate differences from sansio, each for conformance or robustness:
 - invalid UTF-8 fails as soon as the bad byte arrives, not at the frame's
   end (Autobahn 6.4.x: NON-STRICT for sansio, OK here);
 - the handshake also requires exactly one Host header (RFC 6455 4.2.1);
-- reading pauses once ``ws_max_queue`` messages or 1 MiB wait for the app,
-  not after every message (sansio pauses and resumes per message);
+- reading pauses as above, not after every message (sansio pauses and
+  resumes per message, and keeps reading while its write buffer is full);
 - nothing (pong, close) is written before the 101 response;
 - the 101 response carries uvicorn's default headers, not websockets' own
-  ``Server`` header besides them.
+  ``Server`` header besides them;
+- headers and subprotocols with CR, LF or NUL are refused (as h11 refuses
+  them under uvicorn's wsproto protocol);
+- a denial response whose headers give its length is started when its start
+  arrives (as uvicorn's wsproto and legacy protocols do);
+- a keepalive timeout hands the app a 1011 disconnect (sansio's app sees 1005).
 
 Threading: a protocol is driven by one event loop's thread, as every asyncio
 protocol is; nothing here is shared between connections except immutable
 module constants.
 """
 
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t
 
@@ -490,7 +503,7 @@ cdef class WebSocketProtocol(FrameReader):
     cdef int _data_chunk(self, const unsigned char *data, Py_ssize_t n) except -1:
         # Validate text as it arrives, so invalid UTF-8 fails before the frame ends.
         if self.msg_opcode == OP_TEXT and not self.compressed:
-            self.utf8_state = turbows_utf8(self.utf8_state, data, n)
+            self.utf8_state = turbows_utf8(self.utf8_state, data, <size_t>n)
             if self.utf8_state == TURBOWS_UTF8_REJECT:
                 return self._fail(1007, "invalid UTF-8")
         return 0
@@ -505,7 +518,7 @@ cdef class WebSocketProtocol(FrameReader):
                 return 0
             size = PyBytes_GET_SIZE(data)
             if self.msg_opcode == OP_TEXT:
-                self.utf8_state = turbows_utf8(self.utf8_state, <const unsigned char *>PyBytes_AS_STRING(data), size)
+                self.utf8_state = turbows_utf8(self.utf8_state, <const unsigned char *>PyBytes_AS_STRING(data), <size_t>size)
                 if self.utf8_state == TURBOWS_UTF8_REJECT:
                     return self._fail(1007, "invalid UTF-8")
             self.msg_size += size
