@@ -70,7 +70,6 @@ cdef class FrameReader:
     cdef readonly Py_ssize_t msg_size
 
     cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1
-    cdef Py_ssize_t _feed(self, const unsigned char *data, Py_ssize_t n) except -1
     cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef int _header(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL

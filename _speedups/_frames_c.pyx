@@ -69,64 +69,61 @@ cdef class FrameReader:
     cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1:
         """Parse ``n`` bytes; returns how many were consumed: all of them unless
         the subclass set ``paused``, then those up to the end of that frame."""
+        cdef Py_ssize_t pos = 0, need, take
+        cdef unsigned char *out
         if self.feeding:
             raise RuntimeError("FrameReader.feed() re-entered from one of its own hooks")
         self.feeding = True
         try:
-            return self._feed(data, n)
-        finally:
-            self.feeding = False
-
-    cdef Py_ssize_t _feed(self, const unsigned char *data, Py_ssize_t n) except -1:
-        cdef Py_ssize_t pos = 0, need, take
-        cdef unsigned char *out
-        while pos < n:
-            if self.stopped:
-                return n
-            if not self.in_payload:
-                if self.head_len == 0:
-                    if self.paused:
-                        return pos
-                    need = _header_length(data + pos, n - pos)
-                    if need and n - pos >= need:
-                        # The whole header is here: parse it in place.
-                        pos += need
-                        self._header(data + pos - need, n - pos)
-                        continue
-                # Straddling reads: collect the 2 fixed bytes, then the rest.
-                while self.head_len < 2 and pos < n:
-                    self.head[self.head_len] = data[pos]
-                    self.head_len += 1
-                    pos += 1
-                if self.head_len < 2:
-                    return n
-                need = _header_length(self.head, self.head_len)
-                take = min(need - self.head_len, n - pos)
-                memcpy(self.head + self.head_len, data + pos, take)
-                self.head_len += take
-                pos += take
-                if self.head_len < need:
-                    # Fail as early as websockets does: on the opcode and mask
-                    # bit at once, on the size before the masking key arrives.
-                    self._early_checks(self.head, self.head_len)
-                    return n
-                self.head_len = 0
-                self._header(self.head, n - pos)
-                continue
-            take = min(self.length - self.received, n - pos)
-            out = self.dst + self.received if self.dst != NULL else self._reserve(take)
-            turbows_unmask(out, data + pos, <size_t>take, self.mask, <size_t>(self.received & 3))
-            self.received += take
-            pos += take
-            if self.opcode < OP_CLOSE:
-                if self.dst == NULL:
-                    self.buf_len += take
-                self._data_chunk(out, take)
+            while pos < n:
                 if self.stopped:
                     return n
-            if self.received == self.length:
-                self._payload_done()
-        return n
+                if not self.in_payload:
+                    if self.head_len == 0:
+                        if self.paused:
+                            return pos
+                        need = _header_length(data + pos, n - pos)
+                        if need and n - pos >= need:
+                            # The whole header is here: parse it in place.
+                            pos += need
+                            self._header(data + pos - need, n - pos)
+                            continue
+                    # Straddling reads: collect the 2 fixed bytes, then the rest.
+                    while self.head_len < 2 and pos < n:
+                        self.head[self.head_len] = data[pos]
+                        self.head_len += 1
+                        pos += 1
+                    if self.head_len < 2:
+                        return n
+                    need = _header_length(self.head, self.head_len)
+                    take = min(need - self.head_len, n - pos)
+                    memcpy(self.head + self.head_len, data + pos, take)
+                    self.head_len += take
+                    pos += take
+                    if self.head_len < need:
+                        # Fail as early as websockets does: on the opcode and mask
+                        # bit at once, on the size before the masking key arrives.
+                        self._early_checks(self.head, self.head_len)
+                        return n
+                    self.head_len = 0
+                    self._header(self.head, n - pos)
+                    continue
+                take = min(self.length - self.received, n - pos)
+                out = self.dst + self.received if self.dst != NULL else self._reserve(take)
+                turbows_unmask(out, data + pos, <size_t>take, self.mask, <size_t>(self.received & 3))
+                self.received += take
+                pos += take
+                if self.opcode < OP_CLOSE:
+                    if self.dst == NULL:
+                        self.buf_len += take
+                    self._data_chunk(out, take)
+                    if self.stopped:
+                        return n
+                if self.received == self.length:
+                    self._payload_done()
+            return n
+        finally:
+            self.feeding = False
 
     cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1:
         """The checks websockets makes before the whole header is in, on what is:

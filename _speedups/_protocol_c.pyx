@@ -156,10 +156,12 @@ cdef class WebSocketProtocol(FrameReader):
     cdef str accept_key
     cdef object extension_header
 
-    # Messages for the app, and the futures waiting receive() calls sleep on,
-    # one each, oldest first (both deques).
+    # Messages for the app (a deque), and the futures waiting receive() calls
+    # sleep on, one each: the oldest's, then any others' in order (concurrent
+    # receive() calls are rare; the common case costs no list operation).
     cdef object queue
-    cdef object waiters
+    cdef object waiter
+    cdef list later_waiters
     cdef Py_ssize_t queue_bytes
     cdef Py_ssize_t max_queue
 
@@ -223,7 +225,8 @@ cdef class WebSocketProtocol(FrameReader):
         self.request_head = bytearray()
 
         self.queue = deque()
-        self.waiters = deque()
+        self.waiter = None
+        self.later_waiters = []
         self.queue_bytes = 0
         # uvicorn's ws_max_queue (32 by default) bounds how far the app may lag.
         self.max_queue = max(1, getattr(config, "ws_max_queue", 32) or 32)
@@ -321,7 +324,10 @@ cdef class WebSocketProtocol(FrameReader):
 
     def data_received(self, data):
         try:
-            self._received(data)
+            if self.unread is None and self.handshake_initiated and not self.stopped:
+                self.unread = feed_object(self, data)  # the common case, inline
+            else:
+                self._received(data)
         except Exception as error:
             self._internal_error(error)
 
@@ -626,21 +632,29 @@ cdef class WebSocketProtocol(FrameReader):
     cdef int _put(self, dict message, Py_ssize_t size) except -1:
         self.queue.append(message)
         self.queue_bytes += size
-        if self.waiters:
+        if self.waiter is not None:
             self._wake()
         return 0
 
     cdef int _wake(self) except -1:
         """Wake the oldest receive() still waiting. Each has its own future, so
         cancelling one never wakes the others with CancelledError."""
-        waiters = self.waiters
-        while waiters:
-            waiter = waiters.popleft()
+        while self.waiter is not None:
+            waiter = self.waiter
+            self.waiter = self.later_waiters.pop(0) if self.later_waiters else None
             try:
                 waiter.set_result(None)
                 return 0
             except InvalidStateError:
                 pass  # cancelled while it waited: the next one
+        return 0
+
+    cdef int _forget(self, waiter) except -1:
+        """A receive() cancelled while it waited leaves the line."""
+        if self.waiter is waiter:
+            self.waiter = self.later_waiters.pop(0) if self.later_waiters else None
+        elif waiter in self.later_waiters:
+            self.later_waiters.remove(waiter)
         return 0
 
     cdef int _flow(self) except -1:
@@ -695,15 +709,15 @@ cdef class WebSocketProtocol(FrameReader):
         queue = self.queue
         while not queue:
             waiter = self._create_future()
-            self.waiters.append(waiter)
+            if self.waiter is None:
+                self.waiter = waiter
+            else:
+                self.later_waiters.append(waiter)
             try:
                 await waiter
             except BaseException:
                 if waiter.cancelled():
-                    try:
-                        self.waiters.remove(waiter)
-                    except ValueError:
-                        pass  # _wake already passed over it
+                    self._forget(waiter)
                 elif queue:
                     self._wake()  # woken, then cancelled: the message is the next waiter's
                 raise
