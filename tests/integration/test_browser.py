@@ -140,7 +140,11 @@ def _say(driver: object, text: str) -> None:
     from selenium.webdriver.common.by import By
 
     field = driver.find_element(By.ID, "messageText")  # type: ignore[attr-defined]
-    field.send_keys(text)
+    if any(ord(char) > 0xFFFF for char in text):
+        # ChromeDriver's send_keys refuses characters beyond the BMP: set the value in the page.
+        driver.execute_script("arguments[0].value = arguments[1];", field, text)  # type: ignore[attr-defined]
+    else:
+        field.send_keys(text)
     driver.find_element(By.ID, "send").click()  # type: ignore[attr-defined]
 
 

@@ -387,23 +387,29 @@ def test_app_close_then_peer_close_completes_the_handshake(cls: type) -> None:
     run(main())
 
 
+async def waiting_receives(count: int) -> tuple[Harness, list[Any], asyncio.Event]:
+    """An accepted connection whose app has ``count`` receive() calls waiting at once,
+    until the event returned is set."""
+    calls: list[Any] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        calls.extend(asyncio.ensure_future(receive()) for _ in range(count))
+        await done.wait()
+
+    h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
+    h.feed(request())
+    await settle()
+    return h, calls, done
+
+
 def test_concurrent_receives_each_wait_on_their_own() -> None:
     # Cancelling one receive() must not wake the others with CancelledError; messages
     # go to the receivers still waiting, oldest first, none lost.
     async def main() -> None:
-        calls: list[Any] = []
-        done = asyncio.Event()
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await receive()
-            await send({"type": "websocket.accept"})
-            calls.extend(asyncio.ensure_future(receive()) for _ in range(3))
-            await done.wait()
-
-        h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
-        h.feed(request())
-        await settle()
-        first, second, third = calls
+        h, (first, second, third), done = await waiting_receives(3)
         first.cancel()
         await settle()
         h.feed(mask_frame(TEXT, b"one"))
@@ -422,19 +428,7 @@ def test_concurrent_receives_each_wait_on_their_own() -> None:
 
 def test_a_receive_woken_then_cancelled_passes_its_message_on() -> None:
     async def main() -> None:
-        calls: list[Any] = []
-        done = asyncio.Event()
-
-        async def app(scope: Any, receive: Any, send: Any) -> None:
-            await receive()
-            await send({"type": "websocket.accept"})
-            calls.extend(asyncio.ensure_future(receive()) for _ in range(2))
-            await done.wait()
-
-        h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
-        h.feed(request())
-        await settle()
-        first, second = calls
+        h, (first, second), done = await waiting_receives(2)
         h.feed(mask_frame(TEXT, b"one"))  # wakes the first, which has not run yet...
         first.cancel()  # ...and is cancelled before it takes the message
         await settle()
