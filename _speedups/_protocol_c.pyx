@@ -372,7 +372,7 @@ cdef class WebSocketProtocol(FrameReader):
         self.unread = None
         try:
             if isinstance(error, MemoryError):
-                self.logger.warning("WebSocket message too big for the memory available; closing with 1009")
+                self.logger.warning("Out of memory while reading a WebSocket connection; closing it")
                 code, reason = 1009, "message too big"
             else:
                 self.logger.error("Exception while reading a WebSocket connection", exc_info=error)
