@@ -86,7 +86,8 @@ def _extensions() -> list[Extension]:
     # The rest hand-written where measurements demanded it (see each file's
     # docstring): orjson with its exactness checks, the awaitables that drive
     # the server's calls, the native uvicorn protocol.
-    for source in sorted(SPEEDUPS.glob("*.pyx")) + sorted(SPEEDUPS.glob("*.pxd")):
+    # C headers beside them: the generated C includes them from its own directory.
+    for source in sorted(SPEEDUPS.glob("*.pyx")) + sorted(SPEEDUPS.glob("*.pxd")) + sorted(SPEEDUPS.glob("*.h")):
         shutil.copyfile(source, package / source.name)
     sources = [*shared, *(package / source.name for source in sorted(SPEEDUPS.glob("*.pyx")))]
     extensions = [Extension(f"turbows.{source.stem}", [str(source.relative_to(HERE))]) for source in sources]

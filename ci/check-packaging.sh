@@ -139,7 +139,7 @@ files = set(names)
 version = tomllib.load(open("pyproject.toml", "rb"))["project"]["version"]
 required = {"setup.py", "pyproject.toml", "README.md", "MANIFEST.in", "PKG-INFO", "src/turbows/py.typed"}
 required |= {path for path in glob.glob("src/turbows/*.py")}
-required |= {path for pattern in ("_speedups/*.pyx", "_speedups/*.pxd") for path in glob.glob(pattern)}
+required |= {path for pattern in ("_speedups/*.pyx", "_speedups/*.pxd", "_speedups/*.h") for path in glob.glob(pattern)}
 required |= {path for path in glob.glob("tests/**/*.py", recursive=True)}
 required.add("tests/typecheck/pyrightconfig.json")
 forbidden = ["build/*", "*.c", "*.so", "*.pyd", "*.html", "*.py[cod]", "*/__pycache__/*", "*/.hypothesis/*",
@@ -160,7 +160,7 @@ for problem in problems:
     print("  sdist:", problem)
 if not problems:
     print(f"sdist: {len(files)} entries; setup.py, pyproject.toml, README.md, MANIFEST.in, "
-          f"src/turbows/*.py, py.typed, _speedups/*.pyx/*.pxd, tests/; nothing generated")
+          f"src/turbows/*.py, py.typed, _speedups/*.pyx/*.pxd/*.h, tests/; nothing generated")
 sys.exit(1 if problems else 0)
 PY
 

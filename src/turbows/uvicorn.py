@@ -4,8 +4,10 @@
     uvicorn.Config(app, ws="turbows.uvicorn:WebSocketProtocol")  # or ws=WebSocketProtocol
 
 ``WebSocketProtocol`` is the compiled ``turbows._protocol_c.WebSocketProtocol``
-(frame parsing and writing, handshake and connection state in Cython), with
-uvicorn's own websockets-sansio protocol as its behavioural reference. Where
+(the connection's state machine, with frames in ``turbows._frames_c``,
+permessage-deflate in ``turbows._deflate_c`` and the handshake in
+``turbows._handshake``), with uvicorn's own websockets-sansio protocol as its
+behavioural reference. Where
 the extension is missing (a pure install, or ``TURBOWS_NO_EXTENSIONS=1``),
 it is uvicorn's ``WebSocketsSansIOProtocol`` itself, with a warning, so the
 same command works everywhere.

@@ -9,7 +9,9 @@ if NO_EXTENSIONS:
     # Only the fallback test applies to a pure run.
     collect_ignore = [
         "test_frames.py",
+        "test_hostile.py",
         "test_parser_differential.py",
+        "test_protocol_differential.py",
         "test_protocol.py",
         "test_real_server.py",
     ]

@@ -1,9 +1,9 @@
-"""The frame reader and writer of turbows' native uvicorn protocol (``turbows._protocol_c``)."""
+"""The frame reader and writer of turbows' native uvicorn protocol (``turbows._frames_c``)."""
 
 from __future__ import annotations
 
 import pytest
-from turbows._protocol_c import FrameParser, encode_frame, utf8_valid
+from turbows._frames_c import FrameParser, encode_frame, utf8_valid
 from wsframes import mask_frame
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
@@ -36,11 +36,32 @@ def test_lengths_and_any_split(n: int, piece: int) -> None:
     ]
 
 
-def test_unmasks_into_fresh_objects_never_shared_ones() -> None:
-    # b"a" is CPython's cached 1-byte object: unmasking in place into it would corrupt every b"a".
-    events = FrameParser().feed_data(mask_frame(BINARY, b"a", key=b"\x01\x02\x03\x04"))
-    assert events == [(BINARY, True, False, b"a")]
-    assert bytes([97]) == b"a" and b"a"[0] == 97
+# Slicing one byte out of a bytes object gives CPython's cached 1-byte object for it.
+ALL_BYTES = bytes(range(256))
+
+
+def test_unmasks_into_its_own_memory_never_into_the_input_or_shared_objects() -> None:
+    # An unmasking bug that writes in place corrupts what it writes into: the caller's
+    # input, or, where a payload object is made from the masked bytes (for one byte,
+    # CPython's cached object of the *masked* value), that shared object. Both are
+    # checked after every 1-byte payload under two keys, fed as bytes and as a
+    # bytearray, whole and in pieces that are views of it.
+    assert ALL_BYTES[7:8] is ALL_BYTES[7:8]  # the cache this test watches is there
+    for key in (b"\x01\x02\x03\x04", b"\xff\x80\x7f\x00"):
+        for value in range(256):
+            frame = mask_frame(BINARY, bytes([value]), key=key) + mask_frame(TEXT, b"ok", key=key)
+            original = bytes(bytearray(frame))  # a separate object to compare with
+            for data in (frame, bytearray(frame)):
+                view = memoryview(data)
+                for piece in (1, 3, len(frame)):
+                    parser = FrameParser()
+                    events = []
+                    for i in range(0, len(frame), piece):
+                        events += parser.feed_data(data if piece == len(frame) else view[i : i + piece])
+                    assert events == [(BINARY, True, False, bytes([value])), (TEXT, True, False, b"ok")]
+                    assert bytes(data) == original, "the input was written to"
+    corrupted = [i for i in range(256) if ALL_BYTES[i : i + 1][0] != i]
+    assert corrupted == [], f"CPython's cached 1-byte objects for {corrupted} were written to"
 
 
 def test_fragments_with_control_frames_interleaved() -> None:
@@ -91,6 +112,37 @@ def test_errors_and_their_close_codes(data: bytes, code: int) -> None:
 def test_too_big_fails_on_the_header_alone() -> None:
     head = mask_frame(BINARY, b"x" * 70000)[:10]  # no masking key, no payload yet
     assert FrameParser(max_size=1000).feed_data(head) == [("error", 1009)]
+
+
+def test_payload_memory_follows_the_bytes_received_not_the_announced_length() -> None:
+    announced = 16 << 20
+    key = b"\x05\x06\x07\x08"
+    head = bytes([0x82, 0xFF]) + announced.to_bytes(8, "big") + key
+    payload = bytes(i % 253 for i in range(announced))
+    masked = bytes(b ^ key[i % 4] for i, b in enumerate(payload[: 1 << 20]))
+    parser = FrameParser(max_size=-1)
+    assert parser.feed_data(head + masked[:1024]) == []
+    assert parser.held_capacity() <= 2048  # not 16 MiB
+    received = 1024
+    for end in (2024, 32_024, 532_024, len(masked)):
+        assert parser.feed_data(masked[received:end]) == []
+        received = end
+        assert received <= parser.held_capacity() <= 2 * received
+    # The rest of the frame in one read: capacity stops at the announced end.
+    rest = bytes(b ^ key[i % 4] for i, b in enumerate(payload[received:], start=received))
+    assert parser.feed_data(rest) == [(BINARY, True, False, payload)]
+    assert parser.held_capacity() == 0  # taken: the buffer is given back
+
+
+def test_a_fragmented_message_gathers_in_one_buffer() -> None:
+    # A frame at a time for FrameParser, which takes each; the capacity stays that of one fragment.
+    parser = FrameParser(max_size=-1)
+    data = mask_frame(TEXT, b"a" * 100, fin=False)
+    for _ in range(50):
+        data += mask_frame(CONT, b"b" * 100, fin=False)
+    events = feed_in_pieces(parser, data + mask_frame(CONT, b"c"), 7)
+    assert [e[3] for e in events] == [b"a" * 100] + [b"b" * 100] * 50 + [b"c"]
+    assert parser.held_capacity() == 0
 
 
 def test_huge_length_does_not_overflow() -> None:

@@ -17,7 +17,7 @@ import os
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from turbows._protocol_c import FrameParser
+from turbows._frames_c import FrameParser
 from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.server import ServerProtocol

@@ -14,95 +14,13 @@ import zlib
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
+from protocol_harness import KEY, Harness, Transport, request, server_frames, settle
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
 from wsframes import mask_frame
 
 from turbows.uvicorn import WebSocketProtocol
 
 TEXT, BINARY, CONT, CLOSE, PING, PONG = 1, 2, 0, 8, 9, 10
-KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-
-
-class Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closed = False
-        self.reading = True
-        self.protocol: Any = None
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            loop = asyncio.get_event_loop()
-            loop.call_soon(self.protocol.connection_lost, None)
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        self.reading = False
-
-    def resume_reading(self) -> None:
-        self.reading = True
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 5555)}.get(
-            name, default
-        )
-
-    def take(self) -> bytes:
-        data = bytes(self.written)
-        self.written.clear()
-        return data
-
-
-def request(
-    *, key: str = KEY, extra: str = "", version: str = "13", path: str = "/ws?x=1"
-) -> bytes:
-    return (
-        f"GET {path} HTTP/1.1\r\nhost: example.com\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-        f"sec-websocket-key: {key}\r\nsec-websocket-version: {version}\r\n{extra}\r\n"
-    ).encode()
-
-
-def server_frames(data: bytes) -> list[tuple[int, bytes]]:
-    """Parse unmasked server frames."""
-    frames = []
-    while data:
-        n, pos = data[1] & 0x7F, 2
-        if n == 126:
-            n, pos = int.from_bytes(data[2:4], "big"), 4
-        elif n == 127:
-            n, pos = int.from_bytes(data[2:10], "big"), 10
-        frames.append((data[0], data[pos : pos + n]))
-        data = data[pos + n :]
-    return frames
-
-
-class Harness:
-    def __init__(self, cls: type, app: Any, **config: Any) -> None:
-        config.setdefault("ws_max_size", 1000)
-        self.config = Config(app, lifespan="off", log_level="warning", **config)
-        self.config.load()
-        self.state = ServerState()
-        self.protocol = cls(config=self.config, server_state=self.state, app_state={})
-        self.transport = Transport()
-        self.transport.protocol = self.protocol
-        self.protocol.connection_made(self.transport)
-
-    def feed(self, data: bytes) -> None:
-        self.protocol.data_received(data)
-
-
-async def settle() -> None:
-    for _ in range(20):
-        await asyncio.sleep(0)
 
 
 def echo_app(log: list) -> Any:
@@ -260,6 +178,36 @@ def test_invalid_utf8_fails_before_the_frame_ends() -> None:
     run(main())
 
 
+def test_a_failure_while_building_the_scope_is_a_500_not_an_exception() -> None:
+    class BrokenState(dict):  # type: ignore[type-arg]
+        def copy(self) -> Any:
+            raise RuntimeError("a broken lifespan state")
+
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log), app_state=BrokenState())
+        h.feed(request())  # nothing escapes data_received
+        await settle()
+        assert h.transport.take().startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
+        assert h.transport.closed and log == []
+
+    run(main())
+
+
+def test_a_non_ascii_request_target_is_refused_with_400() -> None:
+    # uvicorn's HTTP parsers refuse it before any websocket protocol sees it; the
+    # protocol's own parser refuses it too, rather than fail building the scope.
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log))
+        h.feed(request(path="/caf\xe9"))
+        await settle()
+        assert h.transport.take().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert h.transport.closed and log == []
+
+    run(main())
+
+
 @BOTH
 def test_close_before_accept_is_403(cls: type) -> None:
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -375,7 +323,7 @@ def test_permessage_deflate_negotiated_and_bounded() -> None:
     ],
 )
 def test_deflate_negotiation_matches_websockets(offer: str, answer: str | None) -> None:
-    from turbows._protocol_c import negotiate_deflate, parse_extensions
+    from turbows._handshake import negotiate_deflate, parse_extensions
     from websockets.exceptions import NegotiationError
     from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
     from websockets.headers import build_extension, parse_extension
@@ -435,5 +383,85 @@ def test_app_close_then_peer_close_completes_the_handshake(cls: type) -> None:
         h.feed(mask_frame(TEXT, b"ignored") + mask_frame(CLOSE, b"\x03\xe8"))
         await settle()
         assert h.transport.closed and h.transport.take() == b""
+
+    run(main())
+
+
+async def waiting_receives(count: int) -> tuple[Harness, list[Any], asyncio.Event]:
+    """An accepted connection whose app has ``count`` receive() calls waiting at once,
+    until the event returned is set."""
+    calls: list[Any] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        calls.extend(asyncio.ensure_future(receive()) for _ in range(count))
+        await done.wait()
+
+    h = Harness(WebSocketProtocol, app, ws_per_message_deflate=False)
+    h.feed(request())
+    await settle()
+    return h, calls, done
+
+
+def test_concurrent_receives_each_wait_on_their_own() -> None:
+    # Cancelling one receive() must not wake the others with CancelledError; messages
+    # go to the receivers still waiting, oldest first, none lost.
+    async def main() -> None:
+        h, (first, second, third), done = await waiting_receives(3)
+        first.cancel()
+        await settle()
+        h.feed(mask_frame(TEXT, b"one"))
+        await settle()
+        assert first.cancelled() and not third.done()
+        assert second.result() == {"type": "websocket.receive", "text": "one"}
+        h.feed(mask_frame(TEXT, b"two"))
+        await settle()
+        assert third.result() == {"type": "websocket.receive", "text": "two"}
+        done.set()
+        h.protocol.connection_lost(None)
+        await settle()
+
+    run(main())
+
+
+def test_a_receive_woken_then_cancelled_passes_its_message_on() -> None:
+    async def main() -> None:
+        h, (first, second), done = await waiting_receives(2)
+        h.feed(mask_frame(TEXT, b"one"))  # wakes the first, which has not run yet...
+        first.cancel()  # ...and is cancelled before it takes the message
+        await settle()
+        assert first.cancelled()
+        assert second.result() == {"type": "websocket.receive", "text": "one"}
+        done.set()
+        h.protocol.connection_lost(None)
+        await settle()
+
+    run(main())
+
+
+def test_a_transport_that_feeds_the_protocol_from_write_fails_it_cleanly() -> None:
+    # feed() is not re-entrant (it holds a pointer into the buffer it unmasks into):
+    # re-entered, through a pong's write here, the connection fails with 1011.
+    class FeedingTransport(Transport):
+        def write(self, data: Any) -> None:
+            super().write(data)
+            if data[:1] == b"\x8a":  # a pong: more data arrives, from inside write()
+                self.protocol.data_received(mask_frame(BINARY, b"y" * 300))
+
+    async def main() -> None:
+        log: list = []
+        h = Harness(WebSocketProtocol, echo_app(log), ws_per_message_deflate=False, transport=FeedingTransport())
+        h.feed(request())
+        await settle()
+        h.transport.take()
+        h.feed(mask_frame(BINARY, b"x" * 200, fin=False) + mask_frame(PING, b"p") + mask_frame(CONT, b"z" * 100))
+        await settle()
+        sent = server_frames(h.transport.take())
+        assert sent[0] == (0x8A, b"p")
+        assert sent[-1][0] == 0x88 and int.from_bytes(sent[-1][1][:2], "big") == 1011
+        assert log[-1]["type"] == "websocket.disconnect" and log[-1]["code"] == 1011
+        assert h.transport.closed
 
     run(main())

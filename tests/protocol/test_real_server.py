@@ -9,71 +9,16 @@ import shutil
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from realserver import HANDSHAKE, close_code, echo, mask_frame, raw_client, read_until_close, serve, serving
 from websockets.asyncio.client import connect
-from wsframes import mask_frame
-
-WS = "turbows.uvicorn:WebSocketProtocol"
-
-
-@asynccontextmanager
-async def serving(app: Any, **config: Any) -> AsyncIterator[int]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, ws=WS, lifespan="off", log_level="info", **config
-    )
-    server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  (uvicorn < 0.29)
-    task = asyncio.create_task(server.serve())
-    try:
-        for _ in range(200):
-            if server.started:
-                break
-            await asyncio.sleep(0.02)
-        assert server.started
-        yield server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
-
-
-async def echo(scope: Any, receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.connect":
-            await send({"type": "websocket.accept"})
-        elif message["type"] == "websocket.receive":
-            await send(
-                {
-                    "type": "websocket.send",
-                    **{k: v for k, v in message.items() if k != "type"},
-                }
-            )
-        else:
-            return
 
 
 def run(coro: Any, timeout: float = 20) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-HANDSHAKE = (
-    b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-)
-
-
-async def raw_client(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(HANDSHAKE)
-    head = await reader.readuntil(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 101")
-    return reader, writer
 
 
 @pytest.mark.skipif(
@@ -123,28 +68,48 @@ def test_keepalive_timeout_closes_with_1011() -> None:
     async def main() -> None:
         async with serving(echo, ws_ping_interval=0.1, ws_ping_timeout=0.2) as port:
             reader, writer = await raw_client(port)
-            # Never answer: a ping, then a close 1011.
-            data = await asyncio.wait_for(reader.read(2 + 4), 5)
-            assert data[0] == 0x89
-            rest = await asyncio.wait_for(reader.read(), 5)
-            close_at = rest.index(b"\x88")
-            assert rest[close_at + 2 : close_at + 4] == (1011).to_bytes(2, "big")
+            # Never answer: a ping, then a close 1011. The frames are parsed: the ping's
+            # random payload may hold any byte, 0x88 included.
+            frames = await read_until_close(reader)
+            assert frames[0][0] == 0x89 and len(frames[0][1]) == 4
+            assert [first for first, _ in frames] == [0x89, 0x88]
+            assert frames[-1][1] == (1011).to_bytes(2, "big") + b"keepalive ping timeout"
             writer.close()
 
     run(main())
 
 
 def test_keepalive_answered_keeps_the_connection() -> None:
+    # uvicorn's test_server_keepalive_ping_pong, on turbows' class: pings go out, the
+    # client's pongs are matched to them, and the connection outlives many timeouts.
     async def main() -> None:
         async with (
-            serving(echo, ws_ping_interval=0.05, ws_ping_timeout=0.5) as port,
-            connect(
-                f"ws://127.0.0.1:{port}/ka", open_timeout=5, ping_interval=None
-            ) as ws,
+            serve(echo, ws_ping_interval=0.05, ws_ping_timeout=0.1) as served,
+            connect(f"ws://127.0.0.1:{served.port}/ka", open_timeout=5, ping_interval=None) as ws,
         ):
+            (protocol,) = served.protocols()
             await asyncio.sleep(0.6)  # the client answers pings by itself
+            assert protocol.ping_sent_at > 0 and protocol.last_ping_rtt > 0
+            assert not protocol.transport.is_closing()
             await ws.send("still here")
             assert await asyncio.wait_for(ws.recv(), 5) == "still here"
+
+    run(main())
+
+
+def test_keepalive_disabled_sends_no_ping() -> None:
+    # uvicorn's test_server_keepalive_disabled, on turbows' class.
+    async def main() -> None:
+        async with serve(echo, ws_ping_interval=None) as served:
+            reader, writer = await raw_client(served.port)
+            (protocol,) = served.protocols()
+            assert protocol.ping_timer is None
+            try:
+                data = await asyncio.wait_for(reader.read(1), 0.3)
+            except asyncio.TimeoutError:
+                data = None
+            assert data is None and protocol.ping_timer is None and protocol.ping_sent_at == 0
+            writer.close()
 
     run(main())
 
@@ -263,5 +228,175 @@ def test_upgrade_from_either_http_protocol(http: str) -> None:
                 await ws.send(message)
                 assert await asyncio.wait_for(ws.recv(), 5) == message
             await ws.close(4001, "done")
+
+    run(main())
+
+
+async def handshake_response(port: int) -> bytes:
+    """What the server answers the upgrade with, up to the end of its head."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(HANDSHAKE)
+    try:
+        return await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "accept, problem",
+    [
+        ({"headers": [(b"x-ok", b"1\r\nset-cookie: injected=1")]}, "CR, LF or NUL"),
+        ({"headers": [(b"x-ok", b"1\nset-cookie: injected=1")]}, "CR, LF or NUL"),
+        ({"headers": [(b"x-ok", b"1\x00")]}, "CR, LF or NUL"),
+        ({"headers": [(b"set-cookie: injected=1\r\nx-ok", b"1")]}, "not an HTTP token"),
+        ({"subprotocol": "chat\r\nset-cookie: injected=1"}, "CR, LF or NUL"),
+    ],
+    ids=["cr-lf-in-value", "lf-in-value", "nul-in-value", "cr-lf-in-name", "cr-lf-in-subprotocol"],
+)
+def test_accept_refuses_headers_that_would_inject_others(accept: dict, problem: str) -> None:
+    errors: list[Exception] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await send({"type": "websocket.accept", **accept})
+        except ValueError as error:
+            errors.append(error)
+            raise
+
+    async def main() -> None:
+        async with serving(app) as port:
+            response = await handshake_response(port)
+        assert response.startswith(b"HTTP/1.1 500 "), response
+        assert b"injected" not in response
+
+    run(main())
+    assert len(errors) == 1 and problem in str(errors[0]) and "websocket.accept" in str(errors[0])
+
+
+def test_a_denial_response_refuses_headers_that_would_inject_others() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 403,
+                "headers": [(b"x-why", b"no\r\nset-cookie: injected=1")],
+            }
+        )
+
+    async def main() -> None:
+        async with serving(app) as port:
+            response = await handshake_response(port)
+        assert response.startswith(b"HTTP/1.1 500 "), response
+        assert b"injected" not in response
+
+    run(main())
+
+
+def test_a_denial_response_start_is_written_when_it_arrives() -> None:
+    # With the body's length in its headers, the client has the status before the body is sent.
+    body_sent = asyncio.Event()
+    head_seen = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": 401,
+                "headers": [(b"content-length", b"7")],
+            }
+        )
+        await asyncio.wait_for(head_seen.wait(), 5)
+        await send({"type": "websocket.http.response.body", "body": b"go", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b" away"})
+        body_sent.set()
+
+    async def main() -> None:
+        async with serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HANDSHAKE)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert not body_sent.is_set()
+            head_seen.set()
+            assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+            assert b"content-length: 7\r\n" in head and b"Connection: close\r\n" in head
+            assert await asyncio.wait_for(reader.read(), 5) == b"go away"
+            writer.close()
+
+    run(main())
+
+
+def test_a_denial_response_the_app_abandons_is_still_written() -> None:
+    # No length in its headers and no body: what the app sent, ending with the connection.
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 404, "headers": [(b"x-why", b"gone")]})
+
+    async def main() -> None:
+        async with serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(HANDSHAKE)
+            data = await asyncio.wait_for(reader.read(), 5)
+            assert data.startswith(b"HTTP/1.1 404 Not Found\r\nx-why: gone\r\n"), data
+            assert data.endswith(b"\r\n\r\n") and b"Content-Length" not in data
+            writer.close()
+
+    run(main())
+
+
+def test_a_keepalive_timeout_tells_the_app_1011() -> None:
+    # The app sees why the server closed, as after any failure it closes with.
+    disconnects: list[dict] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        disconnects.append(await receive())
+
+    async def main() -> None:
+        async with serving(app, ws_ping_interval=0.05, ws_ping_timeout=0.1) as port:
+            reader, writer = await raw_client(port)  # never answers a ping
+            await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            for _ in range(100):
+                if disconnects:
+                    break
+                await asyncio.sleep(0.01)
+
+    run(main())
+    assert disconnects == [{"type": "websocket.disconnect", "code": 1011, "reason": "keepalive ping timeout"}]
+
+
+def test_closing_resumes_reads_paused_by_a_full_queue_so_the_peer_close_gets_through() -> None:
+    # uvicorn's test_close_resumes_reads_paused_on_an_unconsumed_message, at turbows' own
+    # threshold: reading pauses once ws_max_queue messages wait (sansio pauses after each one).
+    # The app never reads them and closes; the peer's close reply must still be read, and
+    # the connection end there, not at the close timeout.
+    queued = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await asyncio.wait_for(queued.wait(), 5)
+        await send({"type": "websocket.close", "code": 1000})
+
+    async def main() -> None:
+        async with serve(app, ws_max_queue=8) as served:
+            reader, writer = await raw_client(served.port)
+            writer.write(b"".join(mask_frame(1, b"%d" % i) for i in range(100)))
+            await writer.drain()
+            for _ in range(100):
+                if served.protocols() and served.protocols()[0].read_paused:
+                    break
+                await asyncio.sleep(0.01)
+            (protocol,) = served.protocols()
+            assert protocol.read_paused and protocol.close_timeout == 10.0
+            queued.set()
+            assert close_code(await read_until_close(reader)) == 1000
+            writer.write(mask_frame(8, b"\x03\xe8"))  # the close reply
+            assert await asyncio.wait_for(reader.read(), 2) == b""  # closed by the server, now
+            writer.close()
 
     run(main())
