@@ -681,3 +681,55 @@ cdef class WebSocketCore(StateMachine):
 
 _PLAIN_RECEIVE = WebSocketCore.receive
 _PLAIN_SEND = WebSocketCore.send
+
+
+# -- for the compiled core's other shape (_coroutines, CPython 3.12+) -----------
+
+cdef extern from "Python.h":
+    object PyMethod_New(object function, object instance)
+
+
+@cython.final
+cdef class Overridable:
+    """``receive`` or ``send`` of ``_coroutines.WebSocketCore``: a method an
+    instance may replace (Responder's ``ws_idle_timeout`` does).
+
+    Read from an instance, it is that instance's own override or the bound
+    method, as for a plain method; read from the class, the function. Setting
+    it on an instance keeps the override and turns that instance's direct
+    paths off (``_direct``); deleting it brings the method back.
+    """
+
+    cdef readonly object function
+    cdef str slot
+    # Called on every override set, so the class can stop trusting its shortcut.
+    cdef object on_override
+
+    def __init__(self, function, str slot, on_override):
+        self.function = function
+        self.slot = slot
+        self.on_override = on_override
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self.function
+        override = getattr(instance, self.slot)
+        if override is not None:
+            return override
+        return PyMethod_New(self.function, instance)
+
+    def __set__(self, instance, value):
+        _generic_setattr(instance, self.slot, <PyObject *>value)
+        cdef object direct = False  # an object: a C 0 would cast to NULL, which deletes
+        _generic_setattr(instance, "_direct", <PyObject *>direct)
+        self.on_override()
+
+    def __delete__(self, instance):
+        if getattr(instance, self.slot) is None:
+            raise AttributeError(self.function.__name__)
+        cdef object nothing = None
+        _generic_setattr(instance, self.slot, <PyObject *>nothing)
+
+    @property
+    def __doc__(self):
+        return self.function.__doc__

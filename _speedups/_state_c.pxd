@@ -30,9 +30,10 @@ cdef str _BAD_MODE
 
 cdef int _state_number(object state) except -1
 cdef int _raise_on_disconnect(object message) except -1
-@cython.locals(exact=dict)
 cdef object _item(object message, str key)
+@cython.locals(exact=dict)
 cdef object _text_of(object message)
+@cython.locals(exact=dict)
 cdef object _bytes_of(object message)
 cdef bint _check_mode(object mode) except -1
 

@@ -222,9 +222,11 @@ PY
 
 # install_and_test WHEEL VENV KIND: a fresh venv, the wheel with its test extra,
 # the suite from a copy of tests/ in a temporary directory.
+# install_and_test WHEEL VENV KIND [PYTHON]: KIND is compiled or pure; a
+# compiled KIND may carry a suffix naming the interpreter (compiled-3.12).
 install_and_test() {
-    local wheel="$1" venv="$2" kind="$3" suite="$SCRATCH/suite-$3"
-    "$PYTHON" -m venv "$venv"
+    local wheel="$1" venv="$2" kind="$3" python="${4:-$PYTHON}" suite="$SCRATCH/suite-$3"
+    "$python" -m venv "$venv"
     logged "install-$kind" "$venv/bin/python" -m pip install "$(realpath "$wheel")[test]"
     mkdir -p "$suite"
     # examples/: the browser test serves examples/chat/app.py, found beside tests/.
@@ -312,6 +314,35 @@ check_wheel "$PURE" pure || fail "the pure wheel's contents are not as intended"
 
 step "pure wheel: fresh venv, the suite from a copy of tests/ on the pure core"
 install_and_test "$PURE" "$WORK/venv-pure" pure
+
+# ---------------------------------------------------------------------------
+# The other CPythons the wheels target, where this machine has them (pyenv's
+# versions, or pythonX.Y on PATH): the compiled wheel built from the sdist by
+# each, installed in a fresh venv of each, the whole suite (both cores) on it.
+find_python() {
+    local found
+    found="$(command -v "python$1" 2>/dev/null || true)"
+    if [ -z "$found" ] && command -v pyenv >/dev/null; then
+        found="$(ls -d "$(pyenv root)"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1)"
+    fi
+    [ -n "$found" ] && [ -x "$found" ] && echo "$found"
+}
+for version in 3.12 3.13; do
+    interpreter="$(find_python "$version" || true)"
+    if [ -z "$interpreter" ]; then
+        step "CPython $version: not on this machine (no python$version on PATH, none in pyenv): skipped"
+        continue
+    fi
+    step "CPython $version ($("$interpreter" -c 'import sys; print(sys.version.split()[0])')): compiled wheel from the sdist, fresh venv, the suite"
+    "$interpreter" -m venv "$WORK/builder-$version"
+    logged "wheel-$version" env TURBOWS_REQUIRE_EXTENSIONS=1 CFLAGS=-g0 \
+        "$WORK/builder-$version/bin/python" -m pip wheel --no-deps --wheel-dir "$WORK/wheel-$version" \
+        "$WORK/from-sdist/compiled"/turbows-*/
+    VERSION_WHEEL="$(ls "$WORK/wheel-$version"/turbows-*.whl)"
+    check_wheel "$VERSION_WHEEL" compiled || fail "the CPython $version wheel's contents are not as intended"
+    install_and_test "$VERSION_WHEEL" "$WORK/venv-$version" "compiled-$version" "$interpreter"
+    rm -rf "$WORK/builder-$version" "$WORK/venv-$version"
+done
 
 # The venvs are large; the sdist, wheels and logs stay for a look.
 rm -rf "$WORK/venv-compiled" "$WORK/venv-pure" "$WORK/from-sdist"

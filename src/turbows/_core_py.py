@@ -13,8 +13,12 @@ from ._json_py import dumps_bytes, dumps_text, loads_bytes, loads_text
 from ._state_py import (
     _CONNECTED,
     _CONNECTING,
+    _DISCONNECTED,
     ACCEPT,
     CLOSE,
+    CONNECT,
+    DISCONNECT,
+    RECEIVE,
     SEND,
     StateMachine,
     _bytes_of,
@@ -31,15 +35,47 @@ class WebSocketCore(StateMachine):
 
     # -- the ASGI level --------------------------------------------------------
 
+    # receive() and send() run their common cases inline, as Starlette's do (a
+    # call per check would make this core slower than Starlette's class); every
+    # other case, and every error, is the shared state machine's.
+
     async def receive(self):
         """Receive ASGI websocket messages, ensuring valid state transitions."""
-        self._check_client()
-        if self._client_state == _CONNECTED:
-            return self._received(await self._receive())
-        return self._connected(await self._receive())
+        state = self._client_state
+        if state == _CONNECTED:
+            message = await self._receive()
+            message_type = message["type"]
+            if message_type == RECEIVE:
+                return message
+            if message_type == DISCONNECT:
+                self._client_state = _DISCONNECTED
+                return message
+            return self._received(message)  # raises
+        if state == _CONNECTING:
+            message = await self._receive()
+            if message["type"] == CONNECT:
+                self._client_state = _CONNECTED
+                return message
+            return self._connected(message)  # raises
+        self._check_client()  # raises
 
     async def send(self, message):
         """Send ASGI websocket messages, ensuring valid state transitions."""
+        state = self._application_state
+        if state == _CONNECTED:
+            message_type = message["type"]
+            if message_type == SEND or message_type == CLOSE:
+                if message_type == CLOSE:
+                    self._application_state = _DISCONNECTED
+                try:
+                    await self._send(message)
+                except OSError:
+                    raise self._lost()
+                return
+        elif state == _CONNECTING and message["type"] == ACCEPT:
+            self._application_state = _CONNECTED
+            await self._send(message)
+            return
         if self._sending(message):
             try:
                 await self._send(message)
@@ -65,22 +101,28 @@ class WebSocketCore(StateMachine):
     # sees an override, and awaits the server directly when there is none.
 
     async def receive_text(self):
-        self._check_receiving()
+        if self._application_state != _CONNECTED:
+            self._check_receiving()  # raises
         message = await self.receive()
-        _raise_on_disconnect(message)
+        if message["type"] == DISCONNECT:
+            _raise_on_disconnect(message)  # raises
         return _text_of(message)
 
     async def receive_bytes(self):
-        self._check_receiving()
+        if self._application_state != _CONNECTED:
+            self._check_receiving()  # raises
         message = await self.receive()
-        _raise_on_disconnect(message)
+        if message["type"] == DISCONNECT:
+            _raise_on_disconnect(message)  # raises
         return _bytes_of(message)
 
     async def receive_json(self, mode="text"):
         binary = _check_mode(mode)
-        self._check_receiving()
+        if self._application_state != _CONNECTED:
+            self._check_receiving()  # raises
         message = await self.receive()
-        _raise_on_disconnect(message)
+        if message["type"] == DISCONNECT:
+            _raise_on_disconnect(message)  # raises
         if binary:
             return loads_bytes(_bytes_of(message))
         return loads_text(_text_of(message))

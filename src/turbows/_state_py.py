@@ -71,30 +71,34 @@ def _raise_on_disconnect(message):
 
 
 def _item(message, key):
-    """``message[key]``, or None where the server left the key out.
-
-    Servers send dicts: for those, ``dict.get``, which Cython compiles to a
-    direct lookup (``exact`` is typed ``dict`` in the .pxd). Any other
-    mapping is subscripted, as Starlette subscripts it.
-    """
-    if type(message) is dict:
-        exact = message
-        return exact.get(key)
+    """``message[key]``, or None where the server left the key out (any mapping)."""
     try:
         return message[key]
     except KeyError:
         return None
 
 
+# Servers send dicts: for those, ``dict.get``, which Cython compiles to a
+# direct lookup (``exact`` is typed ``dict`` in the .pxd). Any other mapping
+# is subscripted, as Starlette subscripts it.
+
 def _text_of(message):
-    text = _item(message, "text")
+    if type(message) is dict:
+        exact = message
+        text = exact.get("text")
+    else:
+        text = _item(message, "text")
     if text is None:
         raise WebSocketFrameTypeError("text", message)
     return text
 
 
 def _bytes_of(message):
-    data = _item(message, "bytes")
+    if type(message) is dict:
+        exact = message
+        data = exact.get("bytes")
+    else:
+        data = _item(message, "bytes")
     if data is None:
         raise WebSocketFrameTypeError("binary", message)
     return data

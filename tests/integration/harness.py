@@ -185,8 +185,9 @@ class ServerProcess:
                 time.sleep(0.1)
         assert self.info["implementation"] == self.core, self.info
         assert self.info["class"] == "turbows.WebSocket", self.info
-        # The class's bases name the core: the compiled one is _calls_c's, the pure one _core_py's.
-        compiled = "turbows._calls_c" in self.info["mro_modules"]
+        # The class's bases name the core: the compiled one is _calls_c's (3.11) or
+        # _coroutines' (3.12+), the pure one _core_py's.
+        compiled = bool({"turbows._calls_c", "turbows._coroutines"} & set(self.info["mro_modules"]))
         assert compiled == (self.core == "speedups"), self.info
         assert "turbows._core_py" in self.info["mro_modules"] or compiled, self.info
         assert self.info["is_starlette_websocket"], self.info
