@@ -231,6 +231,19 @@ def turbows_outcome(
     return asyncio.run(main())
 
 
+def _valid_utf8_prefix(pending: bytes) -> bool:
+    """Whether some bytes could still complete ``pending`` (at most 3 bytes) into a character."""
+    if len(pending) <= 1:
+        return not pending or 0xC2 <= pending[0] <= 0xF4
+    length = 2 if pending[0] < 0xE0 else 3 if pending[0] < 0xF0 else 4
+    # Past the second byte any continuation byte will do: complete with the lowest.
+    try:
+        (pending + b"\x80" * (length - len(pending))).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def reference_outcome(
     chunks: list[bytes], max_size: int | None, deflate: tuple[bool, bool, int, int] | None
 ) -> Outcome:
@@ -255,6 +268,11 @@ def reference_outcome(
                         decoder.decode(bytes(frame.data), final=frame.fin)
                     except UnicodeDecodeError:
                         outcome.code = 1007  # the connection layer's check, at the frame it fails on
+                        return outcome
+                    if not _valid_utf8_prefix(decoder.getstate()[0]):
+                        # Python's decoder holds a sequence no byte can complete (ED A0: a
+                        # surrogate); RFC 6455 8.1 fails it now, as turbows does.
+                        outcome.code = 1007
                         return outcome
                 if frame.fin:
                     data = b"".join(parts)
@@ -333,6 +351,17 @@ def test_mutated_streams_match_websockets(
     mutations: list[tuple[int, int]],
 ) -> None:
     describe(items, *check(items, offer, max_size, cuts_a, cuts_b, mutations))
+
+
+def test_a_sequence_no_byte_can_complete_fails_at_once() -> None:
+    # Found by the fuzzer: ED then A0, in two continuation frames, then a frame
+    # websockets fails with 1002. ED A0 starts a surrogate, which nothing can
+    # complete: both sides fail with 1007 on the A0, before the later frame.
+    fragments = [(TEXT, b"", False), (CONT, b"\xed", False), (CONT, b"\xa0", False), (TEXT, b"x", True)]
+    stream = b"".join(mask_frame(opcode, payload, fin=fin) for opcode, payload, fin in fragments)
+    ours, _ = turbows_outcome(None, stream, [], None, 1 << 20)
+    theirs = reference_outcome([stream], None, None)
+    assert ours.as_tuple() == theirs.as_tuple() == ([], [], 1007)
 
 
 def test_utf8_split_at_every_fragment_and_read_boundary() -> None:
