@@ -319,13 +319,19 @@ install_and_test "$PURE" "$WORK/venv-pure" pure
 # The other CPythons the wheels target, where this machine has them (pyenv's
 # versions, or pythonX.Y on PATH): the compiled wheel built from the sdist by
 # each, installed in a fresh venv of each, the whole suite (both cores) on it.
+# A candidate counts only if it runs and reports the version asked for: a pyenv
+# shim on PATH exists for every installed version but fails unless selected.
 find_python() {
-    local found
-    found="$(command -v "python$1" 2>/dev/null || true)"
-    if [ -z "$found" ] && command -v pyenv >/dev/null; then
-        found="$(ls -d "$(pyenv root)"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -n 1)"
-    fi
-    [ -n "$found" ] && [ -x "$found" ] && echo "$found"
+    local candidate
+    for candidate in \
+        $(command -v pyenv >/dev/null && ls -d "$(pyenv root)"/versions/"$1".*/bin/python 2>/dev/null | sort -V -r) \
+        "$(command -v "python$1" 2>/dev/null || true)"; do
+        if [ -n "$candidate" ] && [ -x "$candidate" ] && [ "$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" = "$1" ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
 }
 for version in 3.12 3.13; do
     interpreter="$(find_python "$version" || true)"
