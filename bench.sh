@@ -1,48 +1,88 @@
 #!/usr/bin/env bash
-# The benchmark: in-process pytest-benchmark suite, then end to end under real
-# ASGI servers (uvicorn + uvloop + httptools with its default websocket
-# protocol, uvicorn with wsproto, hypercorn) driven by a picows load client.
-# Writes results/benchmark.json, results/benchmark.md, results/benchmark.png.
+# The benchmark: the in-process pytest-benchmark suite on every CPython 3.11+
+# this machine has (the default python3, and each one pyenv holds, each in its
+# own .venv-bench-<version>), then end to end under real ASGI servers (uvicorn
+# + uvloop + httptools with its default websocket protocol, uvicorn with
+# wsproto, uvicorn with turbows' protocol, hypercorn) driven by a picows load
+# client, on the default interpreter (.venv-bench).
+# Writes results/benchmark.{json,md,png} and results/inprocess.{json,md,png}.
 #
 #   ./bench.sh            full run (under 10 minutes on 2 cores)
 #   ./bench.sh --quick    about a minute: uvicorn only, fewer cells, shorter runs
 #   ./bench.sh --no-inprocess ...   skip the in-process suite
+#   ./bench.sh --inprocess-only     the in-process suite alone, on every interpreter
 #   other arguments go to benchmarks/e2e/run.py (--servers, --workloads,
 #   --concurrency, --reps, --duration, --warmup, --fanout-conns, --no-fanout, ...)
 #
 # BENCH_PYTHON=/path/to/python uses an existing environment instead of
-# .venv-bench (it must already have turbows and the benchmark extra).
+# .venv-bench (it must already have turbows and the benchmark extra), and runs
+# the in-process suite on it alone.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 INPROCESS=1
+E2E=1
 ARGS=()
 for arg in "$@"; do
     case "$arg" in
         --no-inprocess) INPROCESS=0 ;;
+        --inprocess-only) E2E=0 ;;
         *) ARGS+=("$arg") ;;
     esac
 done
 
 say() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 
+# ensure_venv DIR INTERPRETER: DIR holds turbows (built from this tree) and the
+# benchmark extra, reinstalled when the package's sources changed since.
+ensure_venv() {
+    local venv="$1" interpreter="$2" stamp="$1/.turbows-installed"
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv ($("$interpreter" -c 'import sys; print(sys.version.split()[0])'))"
+        "$interpreter" -m venv "$venv"
+        "$venv/bin/python" -m pip install --quiet --upgrade pip
+    fi
+    if [ ! -e "$stamp" ] || [ -n "$(find pyproject.toml setup.py src _speedups -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
+        say "installing turbows and its benchmark extra into $venv (non-editable; compiles the extension)"
+        rm -rf build
+        "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps .
+        "$venv/bin/python" -m pip install --quiet ".[benchmark]"
+        touch "$stamp"
+    fi
+}
+
+version_of() { "$1" -c 'import sys; print(sys.version.split()[0])' 2>/dev/null; }
+
+# The interpreters the in-process suite runs on, as "version path" lines: the
+# default one, then every other CPython 3.11+ that pyenv holds.
+interpreters() {
+    local default="${PYTHON:-python3}" seen candidate version
+    seen="$(version_of "$default")"
+    echo "$seen $default"
+    command -v pyenv >/dev/null || return 0
+    for candidate in "$(pyenv root)"/versions/*/bin/python; do
+        [ -x "$candidate" ] || continue
+        version="$("$candidate" -c 'import sys; print(sys.version.split()[0] if sys.implementation.name == "cpython" and sys.version_info >= (3, 11) else "")' 2>/dev/null || true)"
+        case " $seen " in *" $version "*) continue ;; esac
+        [ -n "$version" ] || continue
+        seen="$seen $version"
+        echo "$version $candidate"
+    done
+}
+
 if [ -n "${BENCH_PYTHON:-}" ]; then
     PY="$BENCH_PYTHON"
+    INPROCESS_PYTHONS=("$PY")
 else
-    VENV=.venv-bench
-    PY="$VENV/bin/python"
-    STAMP="$VENV/.turbows-installed"
-    if [ ! -x "$PY" ]; then
-        say "creating $VENV"
-        "${PYTHON:-python3}" -m venv "$VENV"
-        "$PY" -m pip install --quiet --upgrade pip
-    fi
-    # (re)install when the package's sources changed since the last install
-    if [ ! -e "$STAMP" ] || [ -n "$(find pyproject.toml setup.py src _speedups -newer "$STAMP" -type f 2>/dev/null | head -1)" ]; then
-        say "installing turbows and its benchmark extra into $VENV (non-editable; compiles the extension)"
-        "$PY" -m pip install --quiet --force-reinstall --no-deps .
-        "$PY" -m pip install --quiet ".[benchmark]"
-        touch "$STAMP"
+    ensure_venv .venv-bench "${PYTHON:-python3}"
+    PY=.venv-bench/bin/python
+    INPROCESS_PYTHONS=("$PY")
+    if [ "$INPROCESS" = 1 ]; then
+        while read -r version interpreter; do
+            [ "$version" = "$(version_of "$PY")" ] && continue
+            ensure_venv ".venv-bench-$version" "$interpreter"
+            INPROCESS_PYTHONS+=(".venv-bench-$version/bin/python")
+        done < <(interpreters)
     fi
 fi
 say "python: $("$PY" -c 'import sys, turbows; print(sys.version.split()[0], "turbows", turbows.IMPLEMENTATION if hasattr(turbows, "IMPLEMENTATION") else "?", turbows.__file__)')"
@@ -50,12 +90,18 @@ say "python: $("$PY" -c 'import sys, turbows; print(sys.version.split()[0], "tur
 mkdir -p results
 INPROCESS_JSON=results/inprocess.json
 if [ "$INPROCESS" = 1 ]; then
-    say "in-process suite (pytest-benchmark)"
-    rm -f "$INPROCESS_JSON"
-    TURBOWS_BENCH_JSON="$INPROCESS_JSON" "$PY" -m pytest benchmarks/test_inprocess.py \
-        -p no:cacheprovider --benchmark-disable-gc -q --benchmark-columns=median,iqr,rounds \
-        | grep -v '^test_operation\|^-\|^Name (time\|^$' || true
+    rm -f "$INPROCESS_JSON" results/inprocess-*.json
+    for python in "${INPROCESS_PYTHONS[@]}"; do
+        version="$(version_of "$python")"
+        say "in-process suite (pytest-benchmark) on CPython $version"
+        TURBOWS_BENCH_JSON="results/inprocess-$version.json" "$python" -m pytest benchmarks/test_inprocess.py \
+            -p no:cacheprovider --benchmark-disable-gc -q --benchmark-columns=median,iqr,rounds \
+            | grep -v '^test_operation\|^-\|^Name (time\|^$' || true
+    done
+    "$PY" benchmarks/inprocess_report.py --out-dir results results/inprocess-*.json >/dev/null
+    say "in-process, every interpreter: results/inprocess.md, results/inprocess.json, results/inprocess.png"
 fi
+[ "$E2E" = 1 ] || exit 0
 
 say "end-to-end runs"
 "$PY" benchmarks/e2e/run.py --inprocess-json "$INPROCESS_JSON" --out-dir results ${ARGS[@]+"${ARGS[@]}"}

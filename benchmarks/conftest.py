@@ -1,12 +1,24 @@
-"""Prints the in-process benchmarks' ratios: each implementation against Starlette and raw."""
+"""Prints the in-process benchmarks' ratios (each implementation against Starlette and raw) and writes them for inprocess_report.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import platform
 from pathlib import Path
 
 import pytest
+from inprocess_report import ORDER
+
+from turbows._cores import CORES, SHAPES
+
+
+def _shape() -> str:
+    """The compiled core's shape this interpreter loads, or why there is none."""
+    for name, cls in SHAPES.items():
+        if cls is CORES.get("speedups"):
+            return name
+    return "none (pure core only)"
 
 
 def _medians(config: pytest.Config) -> dict[str, dict[str, float]]:
@@ -26,20 +38,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     table = _medians(config)
     if not table:
         return
-    names = [name for name in ("raw", "starlette", "pure", "speedups") if any(name in row for row in table.values())]
+    names = [name for name in ORDER if any(name in row for row in table.values())]
+    compiled = [name for name in names if name not in ("raw", "starlette")]
     write = terminalreporter.write_line
     write("")
     write("turbows in-process benchmarks: median ns per operation; x = times faster than Starlette; /raw = cost over raw ASGI")
     header = f"{'operation':30s}" + "".join(f"{name:>12s}" for name in names)
-    header += "".join(f"{name + ' x':>13s}{name + ' /raw':>13s}" for name in names if name in ("pure", "speedups"))
+    header += "".join(f"{name + ' x':>13s}{name + ' /raw':>13s}" for name in compiled)
     write(header)
     for operation, row in table.items():
         line = f"{operation:30s}" + "".join(f"{row.get(name, float('nan')):12.0f}" for name in names)
-        for name in ("pure", "speedups"):
+        for name in compiled:
             if name in row:
                 line += f"{row['starlette'] / row[name]:12.2f}x{row[name] / row['raw']:12.2f}x"
         write(line)
     output = os.environ.get("TURBOWS_BENCH_JSON")
     if output:
-        Path(output).write_text(json.dumps(table, indent=2))
+        run = {"python": platform.python_version(), "shape": _shape(), "operations": table}
+        Path(output).write_text(json.dumps(run, indent=2))
         write(f"figures written to {output}")

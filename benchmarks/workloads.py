@@ -2,7 +2,8 @@
 
 An implementation is one of ``raw`` (the ASGI callables awaited directly, with
 orjson for JSON: the floor no wrapper can beat), ``starlette`` (Starlette's
-``WebSocket``), ``pure`` and ``speedups`` (turbows' two cores). Every workload
+``WebSocket``), ``pure`` and ``speedups`` (turbows' two cores), and the
+compiled core's other shape (see ``implementations``). Every workload
 is a coroutine function that performs its operation ``count`` times against a
 scripted peer whose ``receive`` and ``send`` are real ``async def`` functions
 that never suspend, so the coroutine runs to completion in one ``send(None)``
@@ -23,7 +24,7 @@ import orjson
 from starlette.websockets import WebSocket as StarletteWebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from turbows._cores import CORES
+from turbows._cores import CORES, SHAPES
 
 SCOPE = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
 CONNECT = {"type": "websocket.connect"}
@@ -48,11 +49,19 @@ def json_object(size: int, seed: int = 0) -> dict[str, Any]:
 
 
 def implementations() -> dict[str, type | None]:
-    """name -> WebSocket class (None for raw), for what this install has."""
+    """name -> WebSocket class (None for raw), for what this install has.
+
+    ``speedups`` is the compiled core this interpreter loads; the compiled
+    core's other shape (``awaitables`` on 3.12+, ``coroutines`` on 3.11) is
+    timed beside it, so each run shows why the selection is what it is.
+    """
     found: dict[str, type | None] = {"raw": None, "starlette": StarletteWebSocket}
     for name in ("pure", "speedups"):
         if name in CORES:
             found[name] = CORES[name]
+    for shape, cls in SHAPES.items():
+        if cls is not CORES.get("speedups"):
+            found[shape] = cls
     return found
 
 

@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import inprocess_report  # noqa: E402  (benchmarks/, one level up)
 IMPLS = ("starlette", "speedups", "pure")
 SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-turbows", "hypercorn")
 SERVER_LABEL = {
@@ -155,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fanout-conns", type=int, default=100)
     p.add_argument("--no-fanout", action="store_true")
     p.add_argument("--no-ceiling", action="store_true")
-    p.add_argument("--inprocess-json", help="the in-process suite's TURBOWS_BENCH_JSON file, merged into the outputs")
+    p.add_argument("--inprocess-json", help="inprocess_report.py's inprocess.json (every interpreter's run), merged into the outputs")
     p.add_argument("--out-dir", default="results")
     args = p.parse_args(argv)
 
@@ -334,15 +336,7 @@ def render_markdown(results: dict) -> str:
                          f"(range {min(client_cpu):.1f}-{max(client_cpu):.1f}).")
     inproc = results.get("inprocess_ns_per_op")
     if inproc:
-        names = [n for n in ("raw", "starlette", "pure", "speedups") if any(n in r for r in inproc.values())]
-        lines += ["", "In process (median ns per operation; x = times faster than Starlette):", "",
-                  "| operation | " + " | ".join(names) + " | " + " | ".join(f"{n} x" for n in names if n in ("pure", "speedups")) + " |",
-                  "|" + "---|" * (1 + len(names) + sum(n in ("pure", "speedups") for n in names))]
-        for op, row in inproc.items():
-            cols = [f"{row[n]:,.0f}" if n in row else "n/a" for n in names]
-            cols += [f"{row['starlette'] / row[n]:.2f}x" if n in row and "starlette" in row else "n/a"
-                     for n in names if n in ("pure", "speedups")]
-            lines.append(f"| {op} | " + " | ".join(cols) + " |")
+        lines += ["", inprocess_report.render_markdown(inproc).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
