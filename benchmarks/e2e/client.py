@@ -8,11 +8,15 @@ Each command line gets one JSON result line on stdout. Commands:
   window is counted. Result: messages/s, p50/p99 round trip, the client's CPU
   per message and (``server_pid``) the server's CPU per message, read from
   /proc/PID/stat at the window's edges.
-- ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid"}``:
-  ``conns`` connections to the broadcast app; connection 0 sends one JSON
-  message, waits until all ``conns`` have received it, sends the next.
-  Result: broadcasts/s, deliveries/s, p50/p99 delivery latency (send to each
-  receipt) and p50/p99 of the time until the last connection has it.
+- ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid",
+  "window", "stalled"}``: ``conns`` connections to the broadcast app;
+  connection 0 sends JSON messages of 150 B, keeping ``window`` (default 1)
+  broadcasts in flight: the next goes once the oldest has reached all
+  ``conns`` (``window`` > 1: publishing as fast as the server takes them).
+  ``stalled``: that many more connections join and never read (they are not
+  waited for). Result: broadcasts/s, deliveries/s, p50/p99 delivery latency
+  (send to each receipt) and p50/p99 of the time until the last connection
+  has it.
 """
 
 from __future__ import annotations
@@ -108,51 +112,81 @@ class EchoClient(WSListener):
 class FanoutClient(WSListener):
     def __init__(self, run: "FanoutRun") -> None:
         self.run = run
+        #: Messages this connection received: one publisher, one order, so the k-th is broadcast k.
+        self.count = 0
 
     def on_ws_connected(self, transport) -> None:
         self.transport = transport
 
     def on_ws_frame(self, transport, frame) -> None:
         if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            self.run.delivered(time.perf_counter())
+            self.count += 1
+            self.run.delivered(self.count, time.perf_counter())
+
+
+class StalledClient(WSListener):
+    """A member that stops reading once connected: the server's buffers for it fill up."""
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+        transport.underlying_transport.pause_reading()
 
 
 class FanoutRun:
-    def __init__(self, conns: int) -> None:
+    def __init__(self, conns: int, window: int = 1) -> None:
         self.conns = conns
+        self.window = window
         self.sender = None
-        self.received = 0
-        self.sent_at = 0.0
         self.running = True
         self.measuring = False
         self.broadcasts = 0
         self.deliveries: list[float] = []
         self.completions: list[float] = []
-        self.seq = 0
+        self.seq = 0  # the last broadcast sent
+        self.done = 0  # every broadcast up to this one has reached every connection
+        self.sent_at: dict[int, float] = {}
+        self.got: dict[int, int] = {}
         self.idle: asyncio.Future | None = None
         self.first: asyncio.Future | None = None
 
+    def reset(self, clients) -> None:
+        """Before the measured run: every connection's count and the sequence start again."""
+        for client in clients:
+            client.count = 0
+        self.seq = self.done = 0
+        self.sent_at.clear()
+        self.got.clear()
+
     def send(self) -> None:
         self.seq += 1
-        self.received = 0
         message = {"type": "message", "seq": self.seq, "user": "bench", "text": "x" * 90, "ok": True}
-        self.sent_at = time.perf_counter()
+        self.sent_at[self.seq] = time.perf_counter()
+        self.got[self.seq] = 0
         self.sender.transport.send(WSMsgType.TEXT, orjson.dumps(message))
 
-    def delivered(self, now: float) -> None:
-        self.received += 1
-        if self.measuring:
-            self.deliveries.append(now - self.sent_at)
-        if self.received < self.conns:
+    def fill(self) -> None:
+        while self.running and self.seq - self.done < self.window:
+            self.send()
+
+    def delivered(self, seq: int, now: float) -> None:
+        sent_at = self.sent_at.get(seq)
+        if sent_at is None:
             return
+        if self.measuring:
+            self.deliveries.append(now - sent_at)
+        got = self.got[seq] = self.got[seq] + 1
+        if got < self.conns:
+            return
+        del self.got[seq], self.sent_at[seq]
+        self.done = max(self.done, seq)
         if self.first is not None and not self.first.done():
             self.first.set_result(None)
         if self.measuring:
             self.broadcasts += 1
-            self.completions.append(now - self.sent_at)
+            self.completions.append(now - sent_at)
         if self.running:
-            self.send()
-        elif self.idle is not None and not self.idle.done():
+            self.fill()
+        elif not self.got and self.idle is not None and not self.idle.done():
             self.idle.set_result(None)
 
 
@@ -216,7 +250,7 @@ async def echo(cmd: dict) -> dict:
 
 
 async def fanout(cmd: dict) -> dict:
-    run = FanoutRun(cmd["conns"])
+    run = FanoutRun(cmd["conns"], cmd.get("window", 1))
     clients = []
     for _ in range(cmd["conns"]):
         _, client = await ws_connect(lambda: FanoutClient(run), cmd["url"])
@@ -225,17 +259,24 @@ async def fanout(cmd: dict) -> dict:
     loop = asyncio.get_running_loop()
     # the server registers a connection just after accepting it: retry until one broadcast reaches all
     for _ in range(100):
+        run.reset(clients)
         run.first = loop.create_future()
         run.running = False
         run.send()
         try:
-            await asyncio.wait_for(asyncio.shield(run.first), 0.05)
+            await asyncio.wait_for(asyncio.shield(run.first), 0.1)
             break
         except asyncio.TimeoutError:
             continue
-    await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError("no broadcast reached every connection")
+    for _ in range(cmd.get("stalled", 0)):
+        _, client = await ws_connect(StalledClient, cmd["url"])
+        clients.append(client)
+    await asyncio.sleep(0.1)
+    run.reset(clients)
     run.running = True
-    run.send()
+    run.fill()
     pid = cmd.get("server_pid")
     (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
     run.running = False
