@@ -900,6 +900,8 @@ cdef class WebSocketProtocol(FrameReader):
             # What the hub queued came first; with context takeover, the
             # compressor's order must also be the wire's.
             self.fanout._write_out()
+        if self.fanout is not None:
+            self.fanout.buffered = -1  # our write below changes the transport's buffer
         if self.deflate:
             return self._send_compressed(opcode, data, n)
         self._write(frame(0x80 | opcode, data, n))
@@ -939,12 +941,13 @@ cdef class FanoutWriter:
     with no task, coroutine or ASGI message per connection.
 
     The protocol makes one with each connection's scope and offers it as
-    ``scope["extensions"]["turbows.fanout"]``. ``write_frame`` queues a
-    ``ServerFrame`` (compressed for this connection where it negotiated
-    permessage-deflate); the frames queued are written once per event-loop
+    ``scope["extensions"]["turbows.fanout"]``. ``write_frame`` (or
+    ``write_to_all`` below, for many connections at once) queues a
+    ``ServerFrame``, compressed for this connection where it negotiated
+    permessage-deflate; the frames queued are written once per event-loop
     turn, all in one ``transport.writelines``, and held while the transport
     is paused (above its high-water mark). ``pending``: the bytes queued here
-    plus the transport's write buffer, which is what a caller bounds.
+    plus the transport's write buffer, which is what ``max_pending`` bounds.
 
     The protocol's state rules it: frames go out only once the app accepted
     and until a close is sent or received (after that they are dropped);
@@ -958,9 +961,18 @@ cdef class FanoutWriter:
     cdef list frames
     cdef Py_ssize_t queued
     cdef bint scheduled
+    # The transport's write buffer as last read, or -1: read it again. It is
+    # read once per write of ours (the app's sends mark it stale), not per
+    # frame; between two reads it can only have shrunk, but for pongs.
+    cdef Py_ssize_t buffered
+    # The transport was found closing: nothing will be written again.
+    cdef bint dead
     #: Transport writes made, and the frames they carried: what coalescing saves.
     cdef readonly Py_ssize_t writes
     cdef readonly Py_ssize_t frames_written
+
+    def __cinit__(self):
+        self.buffered = -1
 
     def __init__(self, *args, **kwargs):
         raise TypeError("FanoutWriter objects are made by turbows' protocol, one per connection")
@@ -969,20 +981,19 @@ cdef class FanoutWriter:
         return (f"<turbows FanoutWriter {'closed' if self._over() else 'open'}, "
                 f"{self.queued} bytes queued, {self.writes} writes>")
 
+    cdef inline bint _ended(self) noexcept:
+        """The protocol's own word that nothing more may be written (no call into the transport)."""
+        cdef WebSocketProtocol protocol = self.protocol
+        return (self.dead or protocol is None or protocol.disconnected or protocol.close_sent
+                or protocol.close_rcvd or protocol.transport is None)
+
     cdef int _over(self) except -1:
         """Whether the connection is over for sending: frames would never reach the peer."""
-        cdef WebSocketProtocol protocol = self.protocol
-        if protocol is None or protocol.disconnected or protocol.close_sent or protocol.close_rcvd:
+        if self._ended():
             return 1
-        transport = protocol.transport
-        if transport is None or transport.is_closing():
+        if self.protocol.transport.is_closing():
+            self.dead = True
             return 1
-        return 0
-
-    cdef int _check_accepted(self) except -1:
-        cdef WebSocketProtocol protocol = self.protocol
-        if protocol is not None and not protocol.handshake_complete:
-            raise RuntimeError("this connection is not accepted yet: nothing can be written to it")
         return 0
 
     @property
@@ -993,44 +1004,54 @@ cdef class FanoutWriter:
     @property
     def pending(self):
         """Bytes queued here plus the transport's write buffer."""
+        if self._ended():
+            return self.queued
+        self.buffered = -1
         return self.queued + self._buffered()
 
     cdef Py_ssize_t _buffered(self) except -1:
-        if self.protocol is None or self.protocol.transport is None:
-            return 0
-        return self.protocol.transport.get_write_buffer_size()
+        """The transport's write buffer (the transport being there: see _ended)."""
+        if self.buffered < 0:
+            self.buffered = self.protocol.transport.get_write_buffer_size()
+        return self.buffered
 
     def write_frame(self, ServerFrame frame not None, Py_ssize_t max_pending=-1):
         """Queue ``frame`` for the next write, unless more than ``max_pending``
         bytes would then be pending (-1: no bound; a connection with nothing
         pending always takes it). Returns 1 (queued), 0 (skipped: over the
         bound) or -1 (the connection is over; nothing is queued)."""
+        return self._offer(frame, max_pending)
+
+    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending) except -2:
         cdef bytes data
-        cdef Py_ssize_t pending
-        self._check_accepted()
-        if self._over():
+        cdef Py_ssize_t pending, n
+        cdef WebSocketProtocol protocol = self.protocol
+        if self._ended():
             self._drop()
             return _OVER
-        protocol = self.protocol
-        if protocol.deflate:
-            data = self._compressed(frame)
-        else:
-            data = frame.data
+        if not protocol.handshake_complete:
+            raise RuntimeError("this connection is not accepted yet: nothing can be written to it")
+        data = self._compressed(message) if protocol.deflate else message.data
+        n = PyBytes_GET_SIZE(data)
         if max_pending >= 0:
             pending = self.queued + self._buffered()
-            if pending and pending + PyBytes_GET_SIZE(data) > max_pending:
-                return _SKIPPED
+            if pending and pending + n > max_pending:
+                # The buffer read may be old: it may have drained since. Read it again.
+                self.buffered = -1
+                pending = self.queued + self._buffered()
+                if pending and pending + n > max_pending:
+                    return _SKIPPED
         if self.frames is None:
             self.frames = [data]
         else:
             self.frames.append(data)
-        self.queued += PyBytes_GET_SIZE(data)
+        self.queued += n
         if not self.scheduled:
             self._schedule()
         return _QUEUED
 
     cdef bytes _compressed(self, ServerFrame message):
-        """``frame`` for a connection that negotiated permessage-deflate.
+        """``message`` for a connection that negotiated permessage-deflate.
         Without context takeover the output depends only on the payload and
         the window bits: compressed once per message and window size, shared.
         With it, this connection's compressor takes the message now, in the
@@ -1054,15 +1075,26 @@ cdef class FanoutWriter:
         return data
 
     cdef int _schedule(self) except -1:
+        """Have the frames written on the loop's next turn, with every other writer's (see _Turn)."""
+        global _turn
+        cdef _Turn turn = _turn
+        loop = self.protocol.loop
+        if turn is None or turn.loop is not loop:
+            turn = _Turn.__new__(_Turn)
+            turn.loop = loop
+            turn.writers = []
+            loop.call_soon(turn.run)
+            _turn = turn
+        turn.writers.append(self)
         self.scheduled = True
-        self.protocol.loop.call_soon(self._flush)
         return 0
 
-    def _flush(self):
-        """Once per event-loop turn with frames queued: write them (held while paused)."""
+    cdef int _flush(self) except -1:
+        """On the loop's turn: write what is queued (held while paused: resume_writing comes back)."""
         self.scheduled = False
         if self.frames and not (self.protocol is not None and self.protocol.write_paused and not self._over()):
             self._write_out()
+        return 0
 
     cdef int _write_out(self) except -1:
         """Write every frame queued, in one call (or drop them, the connection being over)."""
@@ -1073,6 +1105,7 @@ cdef class FanoutWriter:
             return self._drop()
         self.frames = None
         self.queued = 0
+        self.buffered = -1
         self.writes += 1
         self.frames_written += len(frames)
         if len(frames) == 1:
@@ -1099,9 +1132,80 @@ cdef class FanoutWriter:
             raise ValueError(f"invalid close code {code}")
         if len(close_payload(code, reason)) > 125:
             raise ValueError("close reason is too long (at most 123 bytes of UTF-8)")
-        self._check_accepted()
         self._drop()
         if self._over():
             return False
+        if not self.protocol.handshake_complete:
+            raise RuntimeError("this connection is not accepted yet: it cannot be closed from here")
         self.protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
         return True
+
+
+@cython.final
+cdef class _Turn:
+    """The writers with frames queued on one event loop, written in one
+    callback on its next turn: one ``call_soon`` per turn, not one per
+    connection. ``_turn`` is the one being filled; a writer on another
+    loop (another thread) starts a turn of its own there, and each turn
+    writes only its own writers, so nothing is written from the wrong loop."""
+
+    cdef object loop
+    cdef list writers
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("made by FanoutWriter")
+
+    def run(self):
+        global _turn
+        cdef FanoutWriter writer
+        if _turn is self:
+            _turn = None  # writers queueing from now on go to the next turn
+        writers, self.writers = self.writers, None
+        if writers is None:
+            return
+        for item in writers:
+            writer = <FanoutWriter>item
+            try:
+                writer._flush()
+            except Exception as error:  # one connection's failure: the others still get theirs
+                writer._drop()
+                writer.protocol.logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+
+
+cdef _Turn _turn = None
+
+
+def write_to_all(ServerFrame frame not None, tuple writers not None, Py_ssize_t max_pending=-1, skip=None):
+    """``frame`` to every writer in ``writers`` but ``skip``, as ``write_frame``
+    would, in one call: the hub's fan-out to a room's native members.
+
+    Returns how many queued it, and None where every one did, else a list of
+    ``(index, answer)`` for the others: 0 (over ``max_pending``), -1 (over),
+    or the exception its write raised (one writer's failure is its own: the
+    rest still get the frame)."""
+    cdef Py_ssize_t index, count = len(writers), queued = 0
+    cdef int answer
+    cdef FanoutWriter writer
+    cdef list refused = None
+    for index in range(count):
+        item = writers[index]
+        if type(item) is not FanoutWriter:
+            raise TypeError(f"writers holds FanoutWriter objects, got {type(item).__name__} at {index}")
+    for index in range(count):
+        writer = <FanoutWriter>writers[index]
+        if writer is skip:
+            continue
+        try:
+            answer = writer._offer(frame, max_pending)
+        except Exception as error:
+            if refused is None:
+                refused = []
+            refused.append((index, error))
+            continue
+        if answer == _QUEUED:
+            queued += 1
+        else:
+            if refused is None:
+                refused = []
+            refused.append((index, answer))
+    return queued, refused

@@ -49,6 +49,7 @@ __all__ = [
     "QueuedMember",
     "gone",
     "member_for",
+    "offer_native",
 ]
 
 logger = logging.getLogger("turbows.hub")
@@ -328,19 +329,31 @@ class NativeMember(Member):
     def pending(self) -> int:
         return self._writer.pending
 
+    @property
+    def writer(self) -> Any:
+        return self._writer
+
     def offer(self, outgoing: Outgoing) -> None:
+        # A room offers to its native members all at once (offer_native); this is for one.
         frame = outgoing.frame
         if frame is None:
             frame = outgoing.frame = _ServerFrame(outgoing.payload)
         try:
             written = self._writer.write_frame(frame, self._limits.max_pending)
-        except Exception:  # never the publisher's problem: this member alone goes
-            logger.exception("turbows.Hub: writing to a member failed; it leaves every room")
-            self.disconnected()
+        except Exception as error:
+            self.refused(error)
             return
         if written > 0:
             self._counters.delivered += 1
-        elif written == 0:
+        else:
+            self.refused(written)
+
+    def refused(self, answer: int | Exception) -> None:
+        """Its writer did not take a message: 0, over ``max_pending``; -1, the connection is over."""
+        if isinstance(answer, Exception):  # never the publisher's problem: this member alone goes
+            logger.error("turbows.Hub: writing to a member failed; it leaves every room", exc_info=answer)
+            self.disconnected()
+        elif answer == 0:
             self._over_limit()
         else:
             self.disconnected()
@@ -359,6 +372,22 @@ class NativeMember(Member):
                 self._writer.close(SLOW_CODE, SLOW_REASON)
             except Exception:  # it went meanwhile: nothing left to close
                 pass
+
+
+def offer_native(members: tuple[NativeMember, ...], writers: tuple[Any, ...], outgoing: Outgoing, skip: Member | None) -> None:
+    """``outgoing`` to native members of one hub (``writers``: theirs, in the same order) but ``skip``:
+    its frame built once, handed to every writer in one call into the protocol."""
+    frame = outgoing.frame
+    if frame is None:
+        frame = outgoing.frame = _ServerFrame(outgoing.payload)
+    first = members[0]
+    queued, refused = _write_to_all(
+        frame, writers, first._limits.max_pending, skip._writer if isinstance(skip, NativeMember) else None
+    )
+    first._counters.delivered += queued
+    if refused is not None:
+        for index, answer in refused:
+            members[index].refused(answer)
 
 
 def _native_writer(websocket: Any) -> Any:
@@ -404,8 +433,9 @@ def _plain_sends() -> tuple[Any, ...]:
 try:
     from ._frames_c import ServerFrame as _ServerFrame
     from ._protocol_c import FanoutWriter as _FanoutWriter
+    from ._protocol_c import write_to_all as _write_to_all
 except ImportError:  # a pure install: no native protocol, so no writer to find
-    _ServerFrame = _FanoutWriter = None  # type: ignore[assignment,misc]
+    _ServerFrame = _FanoutWriter = _write_to_all = None  # type: ignore[assignment,misc]
     _PLAIN_SENDS: tuple[Any, ...] = ()
 else:
     _PLAIN_SENDS = _plain_sends()
