@@ -103,7 +103,7 @@ def _writer_state(writer: Any) -> dict[str, Any]:
 def _misuse(writer: Any) -> dict[str, str]:
     """Every wrong use of a member's fan-out writer from Python, and what each raised (or returned)."""
     from turbows._frames_c import ServerFrame
-    from turbows._protocol_c import FanoutWriter
+    from turbows._protocol_c import FanoutWriter, write_to_all
 
     frame = ServerFrame("misuse")
     attempts: dict[str, Any] = {
@@ -121,6 +121,12 @@ def _misuse(writer: Any) -> dict[str, str]:
         "orphan.write_frame": lambda: FanoutWriter.__new__(FanoutWriter).write_frame(frame),
         "orphan.close": lambda: FanoutWriter.__new__(FanoutWriter).close(),
         "orphan.pending": lambda: FanoutWriter.__new__(FanoutWriter).pending,
+        "write_to_all(None, ())": lambda: write_to_all(None, ()),
+        "write_to_all(frame, list)": lambda: write_to_all(frame, [writer]),
+        "write_to_all(frame, (str,))": lambda: write_to_all(frame, (writer, "x")),
+        "write_to_all(frame, (), 'a')": lambda: write_to_all(frame, (), "a"),
+        "write_to_all(frame, (orphan,))": lambda: write_to_all(frame, (FanoutWriter.__new__(FanoutWriter),)),
+        "write_to_all(frame, (writer,), skip=writer)": lambda: write_to_all(frame, (writer,), skip=writer),
         "writer.pending": lambda: writer.pending,
         "writer.closed": lambda: writer.closed,
         "writer.write_frame(frame)": lambda: writer.write_frame(frame),
