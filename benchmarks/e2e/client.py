@@ -17,6 +17,11 @@ Each command line gets one JSON result line on stdout. Commands:
   waited for). Result: broadcasts/s, deliveries/s, p50/p99 delivery latency
   (send to each receipt) and p50/p99 of the time until the last connection
   has it.
+- ``{"op": "fanout-all", "url", "conns", "duration", "warmup", "server_pid"}``:
+  granian's broadcast benchmark method: every connection sends while all
+  receive; each sends its next message once its last one came back to it
+  (the broadcast reaches its sender too). Result: deliveries/s, and p50/p99
+  of that round trip (send to the sender's own receipt).
 """
 
 from __future__ import annotations
@@ -190,6 +195,73 @@ class FanoutRun:
             self.idle.set_result(None)
 
 
+class AllSendClient(WSListener):
+    """granian's method: this connection sends, and sends again once its own message is back."""
+
+    def __init__(self, run: "AllSendRun", ident: int) -> None:
+        self.run = run
+        # The JSON the app re-encodes keeps this prefix: {"from":"00042",...
+        self.tag = f'{{"from":"{ident:05d}"'.encode()
+        self.message = orjson.dumps({"from": f"{ident:05d}", "type": "message", "text": "x" * 110, "ok": True})
+        self.sent_at = 0.0
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def send(self) -> None:
+        self.sent_at = time.perf_counter()
+        self.transport.send(WSMsgType.TEXT, self.message)
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if frame.msg_type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        run = self.run
+        if run.measuring:
+            run.deliveries += 1
+        if frame.get_payload_as_bytes().startswith(self.tag):
+            now = time.perf_counter()
+            if run.measuring:
+                run.round_trips.append(now - self.sent_at)
+            if run.running:
+                self.send()
+
+
+class AllSendRun:
+    def __init__(self) -> None:
+        self.running = False
+        self.measuring = False
+        self.deliveries = 0
+        self.round_trips: list[float] = []
+
+
+async def fanout_all(cmd: dict) -> dict:
+    run = AllSendRun()
+    clients = []
+    for ident in range(cmd["conns"]):
+        _, client = await ws_connect(lambda ident=ident: AllSendClient(run, ident), cmd["url"])
+        clients.append(client)
+    await asyncio.sleep(0.2)  # every connection joined before the first send
+    run.running = True
+    for client in clients:
+        client.send()
+    pid = cmd.get("server_pid")
+    (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
+    run.running = False
+    await asyncio.sleep(0.2)
+    await close_all(clients)
+    n = max(run.deliveries, 1)
+    return {
+        "msg_per_s": run.deliveries / (t1 - t0),
+        "p50_us": percentile(run.round_trips, 0.50) * 1e6,
+        "p99_us": percentile(run.round_trips, 0.99) * 1e6,
+        "client_cpu_us_per_msg": (c1 - c0) / n * 1e6,
+        "client_cpu_share": (c1 - c0) / (t1 - t0),
+        "server_cpu_us_per_msg": (s1 - s0) / n * 1e6 if pid else None,
+        "server_cpu_share": (s1 - s0) / (t1 - t0) if pid else None,
+        "error": None,
+    }
+
+
 async def close_all(clients) -> None:
     for client in clients:
         try:
@@ -311,7 +383,7 @@ async def main() -> None:
     while line := await reader.readline():
         cmd = json.loads(line)
         try:
-            result = await (echo(cmd) if cmd["op"] == "echo" else fanout(cmd))
+            result = await {"echo": echo, "fanout": fanout, "fanout-all": fanout_all}[cmd["op"]](cmd)
         except Exception as exc:  # report, keep serving
             result = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(result) + "\n")

@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="broadcasts the publisher keeps in flight (default 32: as fast as the server takes them)")
     p.add_argument("--fanout-servers",
                    help="comma list of servers for the fan-out (default uvicorn,uvicorn-turbows,picows-broadcast)")
+    p.add_argument("--fanout-all-conns", default="16,64",
+                   help="granian's method, every member sends: comma list of member counts (default 16,64; 0: skip)")
     p.add_argument("--no-fanout", action="store_true")
     p.add_argument("--fanout-only", action="store_true", help="skip the echo workloads and the echo ceiling")
     p.add_argument("--no-ceiling", action="store_true")
@@ -191,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,
         "duration_s": duration, "warmup_s": warmup, "impls": impls,
         "fanout_conns": [int(c) for c in str(args.fanout_conns).split(",")], "fanout_window": args.fanout_window,
+        "fanout_all_conns": [int(c) for c in str(args.fanout_all_conns).split(",") if int(c)],
     }, "ceiling": {}, "echo": {}, "fanout": {}}
     fanout_servers = (args.fanout_servers or "uvicorn,uvicorn-turbows,picows-broadcast").split(",")
     client = Client()
@@ -278,11 +281,28 @@ def run_fanout(client, started: dict, settings: dict, reps: int, duration: float
                                                          server_pid=s.pid))
         for label, r in runs.items():
             cell = cells[f"{label}/{conns}"] = summarise(r)
-            log(f"fanout {label:34s} {conns:4d} members: {cell.get('msg_per_s', float('nan')):,.0f} deliveries/s, "
-                f"p50/p99 {cell.get('p50_us', float('nan')):.0f}/{cell.get('p99_us', float('nan')):.0f} us, "
-                f"server CPU {cell.get('server_cpu_us_per_msg') or float('nan'):.2f} us/delivery"
-                + (f" ERR {cell['errors'][0]}" if cell.get("errors") else ""))
+            log_fanout(label, conns, cell)
+    # granian's method: every member sends while all receive (no stalled member; latency: a sender's round trip).
+    for conns in settings.get("fanout_all_conns", []):
+        runs = {}
+        for _ in range(reps):
+            for label, impl, route in variants:
+                if impl in started:
+                    s = started[impl]
+                    runs.setdefault(f"{label}, all send", []).append(client(
+                        op="fanout-all", url=s.url(route), conns=conns, duration=duration, warmup=warmup,
+                        server_pid=s.pid))
+        for label, r in runs.items():
+            cells[f"{label}/{conns}"] = summarise(r)
+            log_fanout(label, conns, cells[f"{label}/{conns}"])
     return cells
+
+
+def log_fanout(label: str, conns: int, cell: dict) -> None:
+    log(f"fanout {label:40s} {conns:4d} members: {cell.get('msg_per_s', float('nan')):,.0f} deliveries/s, "
+        f"p50/p99 {cell.get('p50_us', float('nan')):.0f}/{cell.get('p99_us', float('nan')):.0f} us, "
+        f"server CPU {cell.get('server_cpu_us_per_msg') or float('nan'):.2f} us/delivery"
+        + (f" ERR {cell['errors'][0]}" if cell.get("errors") else ""))
 
 
 def progress(kind: str, workload: str, conns: int, cells: dict, key: str = "msg_per_s") -> str:
@@ -382,7 +402,8 @@ def render_fanout(results: dict) -> str:
         "flight, and the app sends each to every member (the FastAPI docs' connection manager: a sequential "
         "`await send_json` per member; or `turbows.Hub.publish_json`). Deliveries/s: messages received by all "
         "members; latency: from the send to each receipt; server CPU: the server process's utime+stime over "
-        "the window, per delivery.",
+        "the window, per delivery. \"all send\": granian's broadcast method, every member sends while all "
+        "receive, each sending again once its own message is back (latency: that round trip).",
         "",
         "| server | variant | members | deliveries/s | x docs manager (Starlette) | delivery p50/p99 µs | "
         "server CPU µs/delivery | server CPU share |",
@@ -391,7 +412,8 @@ def render_fanout(results: dict) -> str:
     for kind, cells in results["fanout"].items():
         for key, cell in cells.items():
             label, conns = key.rsplit("/", 1)
-            base = cells.get(f"{FANOUT_BASE}/{conns}", {}).get("msg_per_s")
+            method = ", all send" if label.endswith(", all send") else ""
+            base = cells.get(f"{FANOUT_BASE}{method}/{conns}", {}).get("msg_per_s")
             rate = (f"{cell['msg_per_s']:,.0f} ({cell['msg_per_s_min']:,.0f}-{cell['msg_per_s_max']:,.0f})"
                     if "msg_per_s" in cell else "n/a" + (f" ({cell['errors'][0]})" if cell.get("errors") else ""))
             ratio = f"**{cell['msg_per_s'] / base:.2f}x**" if base and "msg_per_s" in cell else "-"
@@ -462,38 +484,41 @@ def render_png(results: dict, path: Path) -> None:
 
 
 def render_fanout_panel(ax, results: dict) -> None:
-    """Deliveries/s per (server, members), one bar per variant, annotated with server CPU µs/delivery."""
+    """Deliveries/s per (server, members, method), one bar per variant, labelled with server CPU µs/delivery."""
     groups: list = []
     labels: list = []
     for kind, cells in results["fanout"].items():
-        for conns in results["settings"]["fanout_conns"]:
-            row = {key.rsplit("/", 1)[0]: cell for key, cell in cells.items() if key.endswith(f"/{conns}")}
-            if row:
-                groups.append((f"{SERVER_LABEL.get(kind, kind)}\n{conns} members", row))
-                labels += [label for label in row if label not in labels]
-    width = 0.8 / max(len(labels), 1)
-    colours = ["#9e9e9e", "#64b5f6", "#1565c0", "#ef6c00", "#2e7d32"]
-    for j, label in enumerate(labels):
-        xs, ys, lo, hi = [], [], [], []
-        for i, (_, row) in enumerate(groups):
-            c = row.get(label, {})
-            if "msg_per_s" in c:
-                x = i + (j - (len(labels) - 1) / 2) * width
-                xs.append(x)
-                ys.append(c["msg_per_s"])
-                lo.append(c["msg_per_s"] - c["msg_per_s_min"])
-                hi.append(c["msg_per_s_max"] - c["msg_per_s"])
-                if c.get("server_cpu_us_per_msg"):
-                    ax.annotate(f"{c['server_cpu_us_per_msg']:.1f}µs", (x, c["msg_per_s_max"]), ha="center",
-                                va="bottom", fontsize=6)
-        ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=label, color=colours[j % len(colours)])
+        keys = [key.rsplit("/", 1) for key in cells]
+        for method in ("", ", all send"):
+            for conns in sorted({int(n) for label, n in keys if label.endswith(", all send") == bool(method)}):
+                row = {label.removesuffix(method): cells[f"{label}/{conns}"] for label, n in keys
+                       if int(n) == conns and label.endswith(", all send") == bool(method)}
+                if row:
+                    name = f"{kind}\n{conns} members" + ("\nall send" if method else "")
+                    groups.append((name, row))
+                    labels += [label for label in row if label not in labels]
+    colours = dict(zip(labels, ["#9e9e9e", "#64b5f6", "#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a"]))
+    width = 0.8 / max(max((len(row) for _, row in groups), default=1), 1)
+    shown: set = set()
+    for i, (_, row) in enumerate(groups):
+        for j, (label, c) in enumerate(row.items()):
+            if "msg_per_s" not in c:
+                continue
+            x = i + (j - (len(row) - 1) / 2) * width
+            ax.bar([x], [c["msg_per_s"]], width,
+                   yerr=[[c["msg_per_s"] - c["msg_per_s_min"]], [c["msg_per_s_max"] - c["msg_per_s"]]], capsize=2,
+                   color=colours[label], label=None if label in shown else label)
+            shown.add(label)
+            if c.get("server_cpu_us_per_msg"):
+                ax.annotate(f"{c['server_cpu_us_per_msg']:.1f}", (x, c["msg_per_s_max"]), ha="center", va="bottom",
+                            fontsize=6)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels([g[0] for g in groups], fontsize=7)
+    ax.set_xticklabels([g[0] for g in groups], fontsize=6)
     ax.set_ylabel("deliveries/s")
-    ax.set_title("fan-out: deliveries/s (labels: server CPU per delivery)", fontsize=10)
+    ax.set_title("fan-out: deliveries/s (labels: server CPU µs per delivery)", fontsize=10)
     ax.margins(y=0.15)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left")
+    ax.legend(fontsize=7, loc="upper right")
 
 
 if __name__ == "__main__":
