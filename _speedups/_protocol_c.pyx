@@ -936,6 +936,7 @@ cdef class WebSocketProtocol(FrameReader):
 # -- the hub's fan-out ----------------------------------------------------------
 
 @cython.final
+@cython.auto_pickle(False)  # a copy would be a second writer on the same connection
 cdef class FanoutWriter:
     """One connection's way in for ``turbows.Hub``: pre-built frames written
     with no task, coroutine or ASGI message per connection.
@@ -1142,6 +1143,7 @@ cdef class FanoutWriter:
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class _Turn:
     """The writers with frames queued on one event loop, written in one
     callback on its next turn: one ``call_soon`` per turn, not one per
