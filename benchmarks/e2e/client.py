@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from statistics import median  # noqa: F401  (kept for interactive use)
@@ -130,11 +131,17 @@ class FanoutClient(WSListener):
 
 
 class StalledClient(WSListener):
-    """A member that stops reading once connected: the server's buffers for it fill up."""
+    """A member that stops reading once connected: the server's buffers for it fill up.
+
+    Its receive buffer is made small (as a slow phone's would fill), so what
+    it does not read reaches the server's own buffers within the run, not
+    the kernel's megabytes of loopback buffering."""
 
     def on_ws_connected(self, transport) -> None:
         self.transport = transport
-        transport.underlying_transport.pause_reading()
+        underlying = transport.underlying_transport
+        underlying.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        underlying.pause_reading()
 
 
 class FanoutRun:
