@@ -8,7 +8,8 @@
 #   ./bench.sh --quick    about a minute: uvicorn only, fewer cells, shorter runs
 #   ./bench.sh --no-inprocess ...   skip the in-process suite
 #   other arguments go to benchmarks/e2e/run.py (--servers, --workloads,
-#   --concurrency, --reps, --duration, --warmup, --fanout-conns, --no-fanout, ...)
+#   --concurrency, --reps, --duration, --warmup, --fanout-conns, --fanout-all-conns,
+#   --fanout-window, --fanout-servers, --fanout-only, --no-fanout, ...)
 #
 # BENCH_PYTHON=/path/to/python uses an existing environment instead of
 # .venv-bench (it must already have turbows and the benchmark extra).

@@ -7,6 +7,13 @@ pure) is started on a free 127.0.0.1 port; every cell (workload x
 concurrency) runs the classes alternately, A B C A B C ..., and reports the
 median and min-max of the repetitions. The client is first run against
 picows' own echo server: that ceiling shows the client is not the bottleneck.
+
+Fan-out (``--fanout-*``), on uvicorn's default protocol and turbows' (and
+picows' own broadcast server, no ASGI, as the ceiling to beat): the FastAPI
+docs' connection manager on Starlette's class and on turbows', and
+``turbows.Hub``, at 100 and 1,000 members with one publisher keeping
+``--fanout-window`` messages in flight, the hub again with one member that
+stops reading, and granian's method (every member sends) at 16 and 64.
 Writes results/benchmark.json, results/benchmark.md and results/benchmark.png.
 """
 
@@ -161,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="alternating repetitions per cell (default 3)")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 0.6)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 0.25)")
-    p.add_argument("--fanout-conns", default="100,1000", help="comma list of member counts (default 100,1000)")
+    p.add_argument("--fanout-conns", help="comma list of member counts (default 100,1000; --quick: 100)")
     p.add_argument("--fanout-window", type=int, default=32,
                    help="broadcasts the publisher keeps in flight (default 32: as fast as the server takes them)")
     p.add_argument("--fanout-servers",
                    help="comma list of servers for the fan-out (default uvicorn,uvicorn-turbows,picows-broadcast)")
-    p.add_argument("--fanout-all-conns", default="16,64",
-                   help="granian's method, every member sends: comma list of member counts (default 16,64; 0: skip)")
+    p.add_argument("--fanout-all-conns",
+                   help="granian's method, every member sends: comma list of member counts (default 16,64; "
+                        "--quick: 16; 0: skip)")
     p.add_argument("--no-fanout", action="store_true")
     p.add_argument("--fanout-only", action="store_true", help="skip the echo workloads and the echo ceiling")
     p.add_argument("--no-ceiling", action="store_true")
@@ -192,8 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": machine(), "settings": {
         "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,
         "duration_s": duration, "warmup_s": warmup, "impls": impls,
-        "fanout_conns": [int(c) for c in str(args.fanout_conns).split(",")], "fanout_window": args.fanout_window,
-        "fanout_all_conns": [int(c) for c in str(args.fanout_all_conns).split(",") if int(c)],
+        "fanout_conns": [int(c) for c in (args.fanout_conns or ("100" if quick else "100,1000")).split(",")],
+        "fanout_window": args.fanout_window,
+        "fanout_all_conns": [int(c) for c in (args.fanout_all_conns or ("16" if quick else "16,64")).split(",")
+                             if int(c)],
     }, "ceiling": {}, "echo": {}, "fanout": {}}
     fanout_servers = (args.fanout_servers or "uvicorn,uvicorn-turbows,picows-broadcast").split(",")
     client = Client()
