@@ -300,7 +300,10 @@ cdef class WebSocketProtocol(FrameReader):
         self.discard()
         self.inflated = None
         if self.fanout is not None:
-            self.fanout._drop()  # never to be written
+            # Never to be written; and the writer lets go of us (the scope holds it, it
+            # held us: a cycle), so this protocol is freed by its last reference going.
+            self.fanout._drop()
+            self.fanout.protocol = None
         # Unblock any send() waiting for the buffer to drain: it never will now.
         self.writable.set()
         if self.close_timer is not None:
@@ -1171,7 +1174,7 @@ cdef class _Turn:
                 writer._flush()
             except Exception as error:  # one connection's failure: the others still get theirs
                 writer._drop()
-                writer.protocol.logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+                _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
 
 
 cdef _Turn _turn = None

@@ -11,6 +11,8 @@ after a close, and permessage-deflate frames a client can inflate.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 import zlib
 from typing import Any
 
@@ -68,10 +70,12 @@ async def _receive_all(receive: Any, log: list) -> None:
             return
 
 
-async def connected(extra: str = "", **config: Any) -> tuple[Harness, Any, list, asyncio.Queue]:
+async def connected(
+    extra: str = "", cls: type = WebSocketProtocol, **config: Any
+) -> tuple[Harness, Any, list, asyncio.Queue]:
     log: list = []
     commands: asyncio.Queue = asyncio.Queue()
-    h = Harness(WebSocketProtocol, app(log, commands), transport=BufferedTransport(), **config)
+    h = Harness(cls, app(log, commands), transport=BufferedTransport(), **config)
     h.feed(request(extra=extra))
     await settle()
     assert h.transport.take().startswith(b"HTTP/1.1 101 ")
@@ -241,5 +245,31 @@ def test_deflate_frames_inflate(offer: str, takeover: bool, wbits: int) -> None:
         commands.put_nowait(None)
         h.transport.close()
         await settle()
+
+    run(main())
+
+
+def test_a_lost_connection_frees_its_protocol_and_its_writer_says_so() -> None:
+    """The scope holds the writer and the writer held the protocol: connection_lost ends that cycle,
+    so the protocol goes with its last reference (no collector needed) while a hub still holds the writer."""
+
+    class Weak(WebSocketProtocol):  # a __weakref__ slot, to watch it go
+        pass
+
+    async def main() -> None:
+        h, writer, log, commands = await connected(cls=Weak, ws_per_message_deflate=False)
+        writer.write_frame(ServerFrame("queued when the connection went"))
+        protocol = weakref.ref(h.protocol)
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+        assert writer.closed and writer.pending == 0
+        assert writer.write_frame(ServerFrame("after")) == -1 and writer.close() is False
+        gc.disable()
+        try:
+            h.protocol = h.transport.protocol = None
+            assert protocol() is None
+        finally:
+            gc.enable()
 
     run(main())
