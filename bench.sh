@@ -12,7 +12,8 @@
 #   ./bench.sh --no-inprocess ...   skip the in-process suite
 #   ./bench.sh --inprocess-only     the in-process suite alone, on every interpreter
 #   other arguments go to benchmarks/e2e/run.py (--servers, --workloads,
-#   --concurrency, --reps, --duration, --warmup, --fanout-conns, --no-fanout, ...)
+#   --concurrency, --reps, --duration, --warmup, --fanout-conns, --fanout-all-conns,
+#   --fanout-window, --fanout-servers, --fanout-only, --no-fanout, ...)
 #
 # BENCH_PYTHON=/path/to/python uses an existing environment instead of
 # .venv-bench (it must already have turbows and the benchmark extra), and runs

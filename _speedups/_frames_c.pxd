@@ -2,6 +2,7 @@
 # reader (server side), the writer, and the byte loops they run on. cimported
 # by _protocol_c, which subclasses FrameReader.
 
+cimport cython
 from libc.stdint cimport uint32_t
 
 cdef extern from "unmask_utf8.h":
@@ -89,6 +90,24 @@ cdef class FrameReader:
     cdef int _control(self, int opcode, bytes payload) except -1
     cdef int _closed(self, long code, str reason, bytes payload) except -1
     cdef int _fail(self, int code, str reason) except -1
+
+
+# One message's server frame, built once and written to many connections (the
+# hub's fan-out, through _protocol_c.FanoutWriter).
+@cython.final
+cdef class ServerFrame:
+    # The message: a str (its UTF-8 cached by CPython, read in place) or bytes.
+    cdef readonly object payload
+    cdef readonly int opcode
+    # The whole uncompressed frame: header + payload.
+    cdef readonly bytes data
+    # The payload's bytes (UTF-8 for text): inside `payload`, which keeps them alive.
+    cdef const char *raw
+    cdef readonly Py_ssize_t size
+    # permessage-deflate frames shared by every connection that compresses
+    # without context takeover, by window bits (filled by the writers; None
+    # until the first one).
+    cdef dict compressed
 
 
 cdef object feed_object(FrameReader reader, object data)

@@ -11,7 +11,8 @@
   from elsewhere.
 - ``FrameParser``: the reader that only records frames; the tests fuzz it
   against ``websockets``' parser.
-- ``frame()``: one unmasked server frame.
+- ``frame()``: one unmasked server frame; ``ServerFrame``: one message's
+  frame built once, for writing to many connections (the hub's fan-out).
 
 The byte loops (unmasking, UTF-8) are C, in ``unmask_utf8.h``.
 """
@@ -26,6 +27,8 @@ from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     Py_ssize_t PY_SSIZE_T_MAX
+    # The UTF-8 of a str, cached on the object (ASCII strings: their own data): no copy.
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
 
 import struct
 
@@ -451,6 +454,36 @@ cdef bytes frame(int first, const char *payload, Py_ssize_t n):
     if n:
         memcpy(out + head, payload, n)
     return result
+
+
+@cython.final
+cdef class ServerFrame:
+    """One message's unmasked server frame (FIN, text or binary), built once
+    for every connection it is written to: ``ServerFrame(payload)``, a str
+    (text) or bytes (binary). A str that is not valid Unicode (a lone
+    surrogate) raises ``UnicodeEncodeError`` here, as sending it would."""
+
+    def __cinit__(self, payload):
+        cdef Py_ssize_t n
+        if type(payload) is str:
+            self.raw = PyUnicode_AsUTF8AndSize(payload, &n)
+            self.opcode = OP_TEXT
+        elif type(payload) is bytes:
+            self.raw = PyBytes_AS_STRING(payload)
+            n = PyBytes_GET_SIZE(payload)
+            self.opcode = OP_BINARY
+        else:
+            # Exactly str or bytes: a subclass or a mutable buffer could change
+            # under the frames already built from it.
+            raise TypeError(f"a ServerFrame is built from str or bytes, got {type(payload).__name__}")
+        self.payload = payload
+        self.size = n
+        self.data = frame(0x80 | self.opcode, self.raw, n)
+        self.compressed = None
+
+    def __repr__(self):
+        kind = "text" if self.opcode == OP_TEXT else "binary"
+        return f"<turbows ServerFrame {kind}, {self.size} bytes>"
 
 
 def encode_frame(int opcode, data, bint fin=True, bint rsv1=False):

@@ -16,7 +16,9 @@ The parts, one job per file:
 - ``turbows._handshake``: the upgrade request, the scope and the HTTP
   responses, with the checks on what the app asks us to write (cold, plain
   Python);
-- ``_deflate_c``: permessage-deflate.
+- ``_deflate_c``: permessage-deflate;
+- ``FanoutWriter`` (below): the hub's way in, offered to the app as
+  ``scope["extensions"]["turbows.fanout"]``.
 
 What a client can make the server hold is bounded: memory for a message
 follows the bytes received (``FrameReader``); reading stops, the parser at
@@ -48,6 +50,7 @@ protocol is; nothing here is shared between connections except immutable
 module constants.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t
@@ -62,6 +65,7 @@ from turbows._frames_c cimport (
     OP_TEXT,
     TURBOWS_UTF8_REJECT,
     FrameReader,
+    ServerFrame,
     close_payload,
     feed_object,
     frame,
@@ -113,6 +117,18 @@ cdef Py_ssize_t _QUEUE_BYTES_HIGH = 1 << 20
 cdef enum:
     _PAUSED_BY_QUEUE = 1   # the app lags
     _PAUSED_BY_WRITES = 2  # the transport's write buffer is above its high-water mark
+
+
+#: The ASGI scope extension under which each connection offers its FanoutWriter.
+FANOUT_EXTENSION = "turbows.fanout"
+
+# FanoutWriter.write_frame's answers.
+cdef enum:
+    _SKIPPED = 0   # over max_pending: not queued
+    _QUEUED = 1
+    _OVER = -1     # the connection is over for sending (closed, closing or lost)
+
+cdef class FanoutWriter
 
 
 cdef class WebSocketProtocol(FrameReader):
@@ -190,6 +206,9 @@ cdef class WebSocketProtocol(FrameReader):
     # permessage-deflate, where negotiated (self.deflate)
     cdef PerMessageDeflate deflater
 
+    # The hub's writer, made with the scope (see FanoutWriter)
+    cdef FanoutWriter fanout
+
     def __init__(self, config, server_state, app_state, _loop=None, on_connection_lost=None):
         if not config.loaded:
             config.load()
@@ -251,6 +270,7 @@ cdef class WebSocketProtocol(FrameReader):
         self.deflate = False
         self.deflater = None
         self.inflated = None
+        self.fanout = None
 
     # -- asyncio.Protocol ---------------------------------------------------
 
@@ -279,6 +299,11 @@ cdef class WebSocketProtocol(FrameReader):
         self.unread = None
         self.discard()
         self.inflated = None
+        if self.fanout is not None:
+            # Never to be written; and the writer lets go of us (the scope holds it, it
+            # held us: a cycle), so this protocol is freed by its last reference going.
+            self.fanout._drop()
+            self.fanout.protocol = None
         # Unblock any send() waiting for the buffer to drain: it never will now.
         self.writable.set()
         if self.close_timer is not None:
@@ -304,6 +329,8 @@ cdef class WebSocketProtocol(FrameReader):
         self.write_paused = False
         self.writable.set()
         self._unpause(_PAUSED_BY_WRITES)
+        if self.fanout is not None and self.fanout.frames and not self.fanout.scheduled:
+            self.fanout._schedule()
 
     def shutdown(self):
         self.stop_keepalive()
@@ -415,6 +442,9 @@ cdef class WebSocketProtocol(FrameReader):
             target, headers, scheme=self.scheme, server=self.server, client=self.client,
             root_path=self.root_path, asgi_version=self.asgi_version, state=self.app_state.copy(),
         )
+        self.fanout = FanoutWriter.__new__(FanoutWriter)
+        self.fanout.protocol = self
+        self.scope["extensions"][FANOUT_EXTENSION] = self.fanout
         self._put({"type": "websocket.connect"}, 0)
         task = self.loop.create_task(self.run_asgi())
         task.add_done_callback(self.on_task_complete)
@@ -869,6 +899,12 @@ cdef class WebSocketProtocol(FrameReader):
                 payload = payload.encode()
                 data = PyBytes_AS_STRING(payload)
                 n = PyBytes_GET_SIZE(payload)
+        if self.fanout is not None and self.fanout.frames:
+            # What the hub queued came first; with context takeover, the
+            # compressor's order must also be the wire's.
+            self.fanout._write_out()
+        if self.fanout is not None:
+            self.fanout.buffered = -1  # our write below changes the transport's buffer
         if self.deflate:
             return self._send_compressed(opcode, data, n)
         self._write(frame(0x80 | opcode, data, n))
@@ -890,9 +926,291 @@ cdef class WebSocketProtocol(FrameReader):
         payload = close_payload(code, reason)
         if len(payload) > 125:
             raise RuntimeError("close reason is too long")
+        if self.fanout is not None and self.fanout.frames:
+            self.fanout._write_out()  # the hub's frames queued before the close go before it
         self._write(frame(0x80 | OP_CLOSE, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload)))
         self.close_sent = True
         # Keep reading, whatever paused it: the peer's close reply must get through.
         self._update_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
         return 0
+
+
+# -- the hub's fan-out ----------------------------------------------------------
+
+@cython.final
+@cython.auto_pickle(False)  # a copy would be a second writer on the same connection
+cdef class FanoutWriter:
+    """One connection's way in for ``turbows.Hub``: pre-built frames written
+    with no task, coroutine or ASGI message per connection.
+
+    The protocol makes one with each connection's scope and offers it as
+    ``scope["extensions"]["turbows.fanout"]``. ``write_frame`` (or
+    ``write_to_all`` below, for many connections at once) queues a
+    ``ServerFrame``, compressed for this connection where it negotiated
+    permessage-deflate; the frames queued are written once per event-loop
+    turn, all in one ``transport.writelines``, and held while the transport
+    is paused (above its high-water mark). ``pending``: the bytes queued here
+    plus the transport's write buffer, which is what ``max_pending`` bounds.
+
+    The protocol's state rules it: frames go out only once the app accepted
+    and until a close is sent or received (after that they are dropped);
+    the app's own sends and close write what is queued first, so the wire
+    order is the order things were handed to the server, and frames never
+    land inside another (every send of this protocol writes whole frames).
+    """
+
+    cdef WebSocketProtocol protocol
+    # Frames queued for the next write (None until the first), and their bytes.
+    cdef list frames
+    cdef Py_ssize_t queued
+    cdef bint scheduled
+    # The transport's write buffer as last read, or -1: read it again. It is
+    # read once per write of ours (the app's sends mark it stale), not per
+    # frame; between two reads it can only have shrunk, but for pongs.
+    cdef Py_ssize_t buffered
+    # The transport was found closing: nothing will be written again.
+    cdef bint dead
+    #: Transport writes made, and the frames they carried: what coalescing saves.
+    cdef readonly Py_ssize_t writes
+    cdef readonly Py_ssize_t frames_written
+
+    def __cinit__(self):
+        self.buffered = -1
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("FanoutWriter objects are made by turbows' protocol, one per connection")
+
+    def __repr__(self):
+        return (f"<turbows FanoutWriter {'closed' if self._over() else 'open'}, "
+                f"{self.queued} bytes queued, {self.writes} writes>")
+
+    cdef inline bint _ended(self) noexcept:
+        """The protocol's own word that nothing more may be written (no call into the transport)."""
+        cdef WebSocketProtocol protocol = self.protocol
+        return (self.dead or protocol is None or protocol.disconnected or protocol.close_sent
+                or protocol.close_rcvd or protocol.transport is None)
+
+    cdef int _over(self) except -1:
+        """Whether the connection is over for sending: frames would never reach the peer."""
+        if self._ended():
+            return 1
+        if self.protocol.transport.is_closing():
+            self.dead = True
+            return 1
+        return 0
+
+    @property
+    def closed(self):
+        """Whether the connection is over for sending (closed, closing or lost)."""
+        return bool(self._over())
+
+    @property
+    def pending(self):
+        """Bytes queued here plus the transport's write buffer."""
+        if self._ended():
+            return self.queued
+        self.buffered = -1
+        return self.queued + self._buffered()
+
+    cdef Py_ssize_t _buffered(self) except -1:
+        """The transport's write buffer (the transport being there: see _ended)."""
+        if self.buffered < 0:
+            self.buffered = self.protocol.transport.get_write_buffer_size()
+        return self.buffered
+
+    def write_frame(self, ServerFrame frame not None, Py_ssize_t max_pending=-1):
+        """Queue ``frame`` for the next write, unless more than ``max_pending``
+        bytes would then be pending (-1: no bound; a connection with nothing
+        pending always takes it). Returns 1 (queued), 0 (skipped: over the
+        bound) or -1 (the connection is over; nothing is queued)."""
+        return self._offer(frame, max_pending)
+
+    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending) except -2:
+        cdef bytes data
+        cdef Py_ssize_t pending, n
+        cdef WebSocketProtocol protocol = self.protocol
+        if self._ended():
+            self._drop()
+            return _OVER
+        if not protocol.handshake_complete:
+            raise RuntimeError("this connection is not accepted yet: nothing can be written to it")
+        data = self._compressed(message) if protocol.deflate else message.data
+        n = PyBytes_GET_SIZE(data)
+        if max_pending >= 0:
+            pending = self.queued + self._buffered()
+            if pending and pending + n > max_pending:
+                # The buffer read may be old: it may have drained since. Read it again.
+                self.buffered = -1
+                pending = self.queued + self._buffered()
+                if pending and pending + n > max_pending:
+                    return _SKIPPED
+        if self.frames is None:
+            self.frames = [data]
+        else:
+            self.frames.append(data)
+        self.queued += n
+        if not self.scheduled:
+            self._schedule()
+        return _QUEUED
+
+    cdef bytes _compressed(self, ServerFrame message):
+        """``message`` for a connection that negotiated permessage-deflate.
+        Without context takeover the output depends only on the payload and
+        the window bits: compressed once per message and window size, shared.
+        With it, this connection's compressor takes the message now, in the
+        order the frames are written."""
+        cdef PerMessageDeflate deflater = self.protocol.deflater
+        cdef bytes payload
+        cdef bytes data
+        cdef object bits = deflater.local_max_window_bits
+        cdef bint shared = deflater.local_no_context_takeover
+        if shared:
+            if message.compressed is None:
+                message.compressed = {}
+            else:
+                data = message.compressed.get(bits)
+                if data is not None:
+                    return data
+        payload = deflater.compress(message.raw, message.size)
+        data = frame(0xC0 | message.opcode, PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload))
+        if shared:
+            message.compressed[bits] = data
+        return data
+
+    cdef int _schedule(self) except -1:
+        """Have the frames written on the loop's next turn, with every other writer's (see _Turn)."""
+        global _turn
+        cdef _Turn turn = _turn
+        loop = self.protocol.loop
+        if turn is None or turn.loop is not loop:
+            turn = _Turn.__new__(_Turn)
+            turn.loop = loop
+            turn.writers = []
+            loop.call_soon(turn.run)
+            _turn = turn
+        turn.writers.append(self)
+        self.scheduled = True
+        return 0
+
+    cdef int _flush(self) except -1:
+        """On the loop's turn: write what is queued (held while paused: resume_writing comes back)."""
+        self.scheduled = False
+        if self.frames and not (self.protocol is not None and self.protocol.write_paused and not self._over()):
+            self._write_out()
+        return 0
+
+    cdef int _write_out(self) except -1:
+        """Write every frame queued, in one call (or drop them, the connection being over)."""
+        cdef list frames = self.frames
+        if not frames:
+            return 0
+        if self._over():
+            return self._drop()
+        self.frames = None
+        self.queued = 0
+        self.buffered = -1
+        self.writes += 1
+        self.frames_written += len(frames)
+        if len(frames) == 1:
+            self.protocol._write(frames[0])
+        else:
+            self.protocol.transport.writelines(frames)
+        return 0
+
+    cdef int _drop(self) except -1:
+        self.frames = None
+        self.queued = 0
+        return 0
+
+    def close(self, code=1000, reason=""):
+        """Close the connection now with ``code`` and ``reason`` (the app's
+        receive gets the disconnect, as after its own close); frames still
+        queued are dropped. Returns whether a close was sent (False: the
+        connection was over already)."""
+        if type(code) is not int:
+            raise TypeError(f"a close code is an int, got {type(code).__name__}")
+        if type(reason) is not str:
+            raise TypeError(f"a close reason is a str, got {type(reason).__name__}")
+        if not valid_close_code(code):
+            raise ValueError(f"invalid close code {code}")
+        if len(close_payload(code, reason)) > 125:
+            raise ValueError("close reason is too long (at most 123 bytes of UTF-8)")
+        self._drop()
+        if self._over():
+            return False
+        if not self.protocol.handshake_complete:
+            raise RuntimeError("this connection is not accepted yet: it cannot be closed from here")
+        self.protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
+        return True
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _Turn:
+    """The writers with frames queued on one event loop, written in one
+    callback on its next turn: one ``call_soon`` per turn, not one per
+    connection. ``_turn`` is the one being filled; a writer on another
+    loop (another thread) starts a turn of its own there, and each turn
+    writes only its own writers, so nothing is written from the wrong loop."""
+
+    cdef object loop
+    cdef list writers
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("made by FanoutWriter")
+
+    def run(self):
+        global _turn
+        cdef FanoutWriter writer
+        if _turn is self:
+            _turn = None  # writers queueing from now on go to the next turn
+        writers, self.writers = self.writers, None
+        if writers is None:
+            return
+        for item in writers:
+            writer = <FanoutWriter>item
+            try:
+                writer._flush()
+            except Exception as error:  # one connection's failure: the others still get theirs
+                writer._drop()
+                _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+
+
+cdef _Turn _turn = None
+
+
+def write_to_all(ServerFrame frame not None, tuple writers not None, Py_ssize_t max_pending=-1, skip=None):
+    """``frame`` to every writer in ``writers`` but ``skip``, as ``write_frame``
+    would, in one call: the hub's fan-out to a room's native members.
+
+    Returns how many queued it, and None where every one did, else a list of
+    ``(index, answer)`` for the others: 0 (over ``max_pending``), -1 (over),
+    or the exception its write raised (one writer's failure is its own: the
+    rest still get the frame)."""
+    cdef Py_ssize_t index, count = len(writers), queued = 0
+    cdef int answer
+    cdef FanoutWriter writer
+    cdef list refused = None
+    for index in range(count):
+        item = writers[index]
+        if type(item) is not FanoutWriter:
+            raise TypeError(f"writers holds FanoutWriter objects, got {type(item).__name__} at {index}")
+    for index in range(count):
+        writer = <FanoutWriter>writers[index]
+        if writer is skip:
+            continue
+        try:
+            answer = writer._offer(frame, max_pending)
+        except Exception as error:
+            if refused is None:
+                refused = []
+            refused.append((index, error))
+            continue
+        if answer == _QUEUED:
+            queued += 1
+        else:
+            if refused is None:
+                refused = []
+            refused.append((index, answer))
+    return queued, refused

@@ -8,6 +8,9 @@
 - ``/jsonbin``: the same with ``mode="binary"`` (binary frames)
 - ``/fanout``: a connection manager of the FastAPI docs' shape: every JSON
   message received from any client is broadcast to every connection.
+- ``/fanout-hub``: the same with ``turbows.Hub``: every connection joins one
+  room, and every JSON message received is published to it
+  (``publish_json``: encoded once; on turbows' protocol, framed once).
 """
 
 from __future__ import annotations
@@ -74,7 +77,25 @@ async def fanout(ws) -> None:
         manager.disconnect(ws)
 
 
-ROUTES = {"/text": text_echo, "/json": json_echo, "/jsonbin": json_binary_echo, "/fanout": fanout}
+import turbows  # noqa: E402  (the hub serves Starlette's class too, through its own send)
+
+hub = turbows.Hub()
+
+
+async def fanout_hub(ws) -> None:
+    await ws.accept()
+    async with hub.join("bench", ws):
+        while True:
+            await hub.publish_json("bench", await ws.receive_json())
+
+
+ROUTES = {
+    "/text": text_echo,
+    "/json": json_echo,
+    "/jsonbin": json_binary_echo,
+    "/fanout": fanout,
+    "/fanout-hub": fanout_hub,
+}
 
 
 async def app(scope, receive, send) -> None:

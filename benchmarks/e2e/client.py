@@ -8,11 +8,20 @@ Each command line gets one JSON result line on stdout. Commands:
   window is counted. Result: messages/s, p50/p99 round trip, the client's CPU
   per message and (``server_pid``) the server's CPU per message, read from
   /proc/PID/stat at the window's edges.
-- ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid"}``:
-  ``conns`` connections to the broadcast app; connection 0 sends one JSON
-  message, waits until all ``conns`` have received it, sends the next.
-  Result: broadcasts/s, deliveries/s, p50/p99 delivery latency (send to each
-  receipt) and p50/p99 of the time until the last connection has it.
+- ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid",
+  "window", "stalled"}``: ``conns`` connections to the broadcast app;
+  connection 0 sends JSON messages of 150 B, keeping ``window`` (default 1)
+  broadcasts in flight: the next goes once the oldest has reached all
+  ``conns`` (``window`` > 1: publishing as fast as the server takes them).
+  ``stalled``: that many more connections join and never read (they are not
+  waited for). Result: broadcasts/s, deliveries/s, p50/p99 delivery latency
+  (send to each receipt) and p50/p99 of the time until the last connection
+  has it.
+- ``{"op": "fanout-all", "url", "conns", "duration", "warmup", "server_pid"}``:
+  granian's broadcast benchmark method: every connection sends while all
+  receive; each sends its next message once its last one came back to it
+  (the broadcast reaches its sender too). Result: deliveries/s, and p50/p99
+  of that round trip (send to the sender's own receipt).
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sys
 import time
 from statistics import median  # noqa: F401  (kept for interactive use)
@@ -108,52 +118,155 @@ class EchoClient(WSListener):
 class FanoutClient(WSListener):
     def __init__(self, run: "FanoutRun") -> None:
         self.run = run
+        #: Messages this connection received: one publisher, one order, so the k-th is broadcast k.
+        self.count = 0
 
     def on_ws_connected(self, transport) -> None:
         self.transport = transport
 
     def on_ws_frame(self, transport, frame) -> None:
         if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
-            self.run.delivered(time.perf_counter())
+            self.count += 1
+            self.run.delivered(self.count, time.perf_counter())
+
+
+class StalledClient(WSListener):
+    """A member that stops reading once connected: the server's buffers for it fill up.
+
+    Its receive buffer is made small (as a slow phone's would fill), so what
+    it does not read reaches the server's own buffers within the run, not
+    the kernel's megabytes of loopback buffering."""
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+        underlying = transport.underlying_transport
+        underlying.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        underlying.pause_reading()
 
 
 class FanoutRun:
-    def __init__(self, conns: int) -> None:
+    def __init__(self, conns: int, window: int = 1) -> None:
         self.conns = conns
+        self.window = window
         self.sender = None
-        self.received = 0
-        self.sent_at = 0.0
         self.running = True
         self.measuring = False
         self.broadcasts = 0
         self.deliveries: list[float] = []
         self.completions: list[float] = []
-        self.seq = 0
+        self.seq = 0  # the last broadcast sent
+        self.done = 0  # every broadcast up to this one has reached every connection
+        self.sent_at: dict[int, float] = {}
+        self.got: dict[int, int] = {}
         self.idle: asyncio.Future | None = None
         self.first: asyncio.Future | None = None
 
+    def reset(self, clients) -> None:
+        """Before the measured run: every connection's count and the sequence start again."""
+        for client in clients:
+            client.count = 0
+        self.seq = self.done = 0
+        self.sent_at.clear()
+        self.got.clear()
+
     def send(self) -> None:
         self.seq += 1
-        self.received = 0
         message = {"type": "message", "seq": self.seq, "user": "bench", "text": "x" * 90, "ok": True}
-        self.sent_at = time.perf_counter()
+        self.sent_at[self.seq] = time.perf_counter()
+        self.got[self.seq] = 0
         self.sender.transport.send(WSMsgType.TEXT, orjson.dumps(message))
 
-    def delivered(self, now: float) -> None:
-        self.received += 1
-        if self.measuring:
-            self.deliveries.append(now - self.sent_at)
-        if self.received < self.conns:
+    def fill(self) -> None:
+        while self.running and self.seq - self.done < self.window:
+            self.send()
+
+    def delivered(self, seq: int, now: float) -> None:
+        sent_at = self.sent_at.get(seq)
+        if sent_at is None:
             return
+        if self.measuring:
+            self.deliveries.append(now - sent_at)
+        got = self.got[seq] = self.got[seq] + 1
+        if got < self.conns:
+            return
+        del self.got[seq], self.sent_at[seq]
+        self.done = max(self.done, seq)
         if self.first is not None and not self.first.done():
             self.first.set_result(None)
         if self.measuring:
             self.broadcasts += 1
-            self.completions.append(now - self.sent_at)
+            self.completions.append(now - sent_at)
         if self.running:
-            self.send()
-        elif self.idle is not None and not self.idle.done():
+            self.fill()
+        elif not self.got and self.idle is not None and not self.idle.done():
             self.idle.set_result(None)
+
+
+class AllSendClient(WSListener):
+    """granian's method: this connection sends, and sends again once its own message is back."""
+
+    def __init__(self, run: "AllSendRun", ident: int) -> None:
+        self.run = run
+        # The JSON the app re-encodes keeps this prefix: {"from":"00042",...
+        self.tag = f'{{"from":"{ident:05d}"'.encode()
+        self.message = orjson.dumps({"from": f"{ident:05d}", "type": "message", "text": "x" * 110, "ok": True})
+        self.sent_at = 0.0
+
+    def on_ws_connected(self, transport) -> None:
+        self.transport = transport
+
+    def send(self) -> None:
+        self.sent_at = time.perf_counter()
+        self.transport.send(WSMsgType.TEXT, self.message)
+
+    def on_ws_frame(self, transport, frame) -> None:
+        if frame.msg_type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            return
+        run = self.run
+        if run.measuring:
+            run.deliveries += 1
+        if frame.get_payload_as_bytes().startswith(self.tag):
+            now = time.perf_counter()
+            if run.measuring:
+                run.round_trips.append(now - self.sent_at)
+            if run.running:
+                self.send()
+
+
+class AllSendRun:
+    def __init__(self) -> None:
+        self.running = False
+        self.measuring = False
+        self.deliveries = 0
+        self.round_trips: list[float] = []
+
+
+async def fanout_all(cmd: dict) -> dict:
+    run = AllSendRun()
+    clients = []
+    for ident in range(cmd["conns"]):
+        _, client = await ws_connect(lambda ident=ident: AllSendClient(run, ident), cmd["url"])
+        clients.append(client)
+    await asyncio.sleep(0.2)  # every connection joined before the first send
+    run.running = True
+    for client in clients:
+        client.send()
+    pid = cmd.get("server_pid")
+    (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
+    run.running = False
+    await asyncio.sleep(0.2)
+    await close_all(clients)
+    n = max(run.deliveries, 1)
+    return {
+        "msg_per_s": run.deliveries / (t1 - t0),
+        "p50_us": percentile(run.round_trips, 0.50) * 1e6,
+        "p99_us": percentile(run.round_trips, 0.99) * 1e6,
+        "client_cpu_us_per_msg": (c1 - c0) / n * 1e6,
+        "client_cpu_share": (c1 - c0) / (t1 - t0),
+        "server_cpu_us_per_msg": (s1 - s0) / n * 1e6 if pid else None,
+        "server_cpu_share": (s1 - s0) / (t1 - t0) if pid else None,
+        "error": None,
+    }
 
 
 async def close_all(clients) -> None:
@@ -216,7 +329,7 @@ async def echo(cmd: dict) -> dict:
 
 
 async def fanout(cmd: dict) -> dict:
-    run = FanoutRun(cmd["conns"])
+    run = FanoutRun(cmd["conns"], cmd.get("window", 1))
     clients = []
     for _ in range(cmd["conns"]):
         _, client = await ws_connect(lambda: FanoutClient(run), cmd["url"])
@@ -225,17 +338,24 @@ async def fanout(cmd: dict) -> dict:
     loop = asyncio.get_running_loop()
     # the server registers a connection just after accepting it: retry until one broadcast reaches all
     for _ in range(100):
+        run.reset(clients)
         run.first = loop.create_future()
         run.running = False
         run.send()
         try:
-            await asyncio.wait_for(asyncio.shield(run.first), 0.05)
+            await asyncio.wait_for(asyncio.shield(run.first), 0.1)
             break
         except asyncio.TimeoutError:
             continue
-    await asyncio.sleep(0.05)
+    else:
+        raise RuntimeError("no broadcast reached every connection")
+    for _ in range(cmd.get("stalled", 0)):
+        _, client = await ws_connect(StalledClient, cmd["url"])
+        clients.append(client)
+    await asyncio.sleep(0.1)
+    run.reset(clients)
     run.running = True
-    run.send()
+    run.fill()
     pid = cmd.get("server_pid")
     (s0, c0, t0), (s1, c1, t1) = await measured_window(run, cmd)
     run.running = False
@@ -270,7 +390,7 @@ async def main() -> None:
     while line := await reader.readline():
         cmd = json.loads(line)
         try:
-            result = await (echo(cmd) if cmd["op"] == "echo" else fanout(cmd))
+            result = await {"echo": echo, "fanout": fanout, "fanout-all": fanout_all}[cmd["op"]](cmd)
         except Exception as exc:  # report, keep serving
             result = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(result) + "\n")

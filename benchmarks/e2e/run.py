@@ -7,6 +7,13 @@ pure) is started on a free 127.0.0.1 port; every cell (workload x
 concurrency) runs the classes alternately, A B C A B C ..., and reports the
 median and min-max of the repetitions. The client is first run against
 picows' own echo server: that ceiling shows the client is not the bottleneck.
+
+Fan-out (``--fanout-*``), on uvicorn's default protocol and turbows' (and
+picows' own broadcast server, no ASGI, as the ceiling to beat): the FastAPI
+docs' connection manager on Starlette's class and on turbows', and
+``turbows.Hub``, at 100 and 1,000 members with one publisher keeping
+``--fanout-window`` messages in flight, the hub again with one member that
+stops reading, and granian's method (every member sends) at 16 and 64.
 Writes results/benchmark.json, results/benchmark.md and results/benchmark.png.
 """
 
@@ -36,7 +43,16 @@ SERVER_LABEL = {
     "uvicorn-turbows": "uvicorn (ws=turbows.uvicorn, native)",
     "hypercorn": "hypercorn (uvloop)",
     "picows": "picows echo server",
+    "picows-broadcast": "picows broadcast server (no ASGI)",
 }
+#: The fan-out variants: (label, WebSocket class, route).
+FANOUT_VARIANTS = (
+    ("docs manager, Starlette", "starlette", "/fanout"),
+    ("docs manager, turbows", "speedups", "/fanout"),
+    ("turbows.Hub", "speedups", "/fanout-hub"),
+)
+FANOUT_BASE = "docs manager, Starlette"
+FANOUT_STALLED = "turbows.Hub, 1 stalled member"
 WORKLOADS = {"text": "/text", "json150": "/json", "json4k": "/json", "jsonbin": "/jsonbin"}
 WORKLOAD_LABEL = {
     "text": "text echo",
@@ -154,8 +170,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="alternating repetitions per cell (default 3)")
     p.add_argument("--duration", type=float, help="measured seconds per run (default 0.6)")
     p.add_argument("--warmup", type=float, help="unmeasured seconds before each run (default 0.25)")
-    p.add_argument("--fanout-conns", type=int, default=100)
+    p.add_argument("--fanout-conns", help="comma list of member counts (default 100,1000; --quick: 100)")
+    p.add_argument("--fanout-window", type=int, default=32,
+                   help="broadcasts the publisher keeps in flight (default 32: as fast as the server takes them)")
+    p.add_argument("--fanout-servers",
+                   help="comma list of servers for the fan-out (default uvicorn,uvicorn-turbows,picows-broadcast)")
+    p.add_argument("--fanout-all-conns",
+                   help="granian's method, every member sends: comma list of member counts (default 16,64; "
+                        "--quick: 16; 0: skip)")
     p.add_argument("--no-fanout", action="store_true")
+    p.add_argument("--fanout-only", action="store_true", help="skip the echo workloads and the echo ceiling")
     p.add_argument("--no-ceiling", action="store_true")
     p.add_argument("--inprocess-json", help="inprocess_report.py's inprocess.json (every interpreter's run), merged into the outputs")
     p.add_argument("--out-dir", default="results")
@@ -164,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     quick = args.quick
     servers = (args.servers or ("uvicorn" if quick else ",".join(SERVERS))).split(",")
     workloads = (args.workloads or ("text,json150" if quick else ",".join(WORKLOADS))).split(",")
+    if args.fanout_only:
+        workloads, args.no_ceiling = [], True
     levels = [int(c) for c in (args.concurrency or ("8,64" if quick else "1,8,64")).split(",")]
     reps = args.reps or 3
     # 0.6 s: the full run (4 servers) stays under 10 minutes on 2 cores.
@@ -175,8 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict = {"machine": machine(), "settings": {
         "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,
-        "duration_s": duration, "warmup_s": warmup, "fanout_conns": args.fanout_conns, "impls": impls,
+        "duration_s": duration, "warmup_s": warmup, "impls": impls,
+        "fanout_conns": [int(c) for c in (args.fanout_conns or ("100" if quick else "100,1000")).split(",")],
+        "fanout_window": args.fanout_window,
+        "fanout_all_conns": [int(c) for c in (args.fanout_all_conns or ("16" if quick else "16,64")).split(",")
+                             if int(c)],
     }, "ceiling": {}, "echo": {}, "fanout": {}}
+    fanout_servers = (args.fanout_servers or "uvicorn,uvicorn-turbows,picows-broadcast").split(",")
     client = Client()
     try:
         if not args.no_ceiling:
@@ -208,19 +239,19 @@ def main(argv: list[str] | None = None) -> int:
                         cells = {impl: summarise(r) for impl, r in runs.items()}
                         results["echo"][f"{kind}/{workload}/{conns}"] = cells
                         log(progress(kind, workload, conns, cells))
-                if not args.no_fanout:
-                    runs = {impl: [] for impl in impls}
-                    for _ in range(reps):
-                        for impl in impls:
-                            s = started[impl]
-                            runs[impl].append(client(op="fanout", url=s.url("/fanout"), conns=args.fanout_conns,
-                                                     duration=duration, warmup=warmup, server_pid=s.pid))
-                    cells = {impl: summarise(r) for impl, r in runs.items()}
-                    results["fanout"][kind] = cells
-                    log(progress(kind, "fanout", args.fanout_conns, cells, key="broadcast_per_s"))
+                if not args.no_fanout and kind in fanout_servers:
+                    results["fanout"][kind] = run_fanout(client, started, results["settings"], reps, duration, warmup)
             finally:
                 for s in started.values():
                     s.stop()
+        if not args.no_fanout and "picows-broadcast" in fanout_servers:
+            server = Server("picows-broadcast", None)
+            try:
+                results["fanout"]["picows-broadcast"] = run_fanout(
+                    client, {None: server}, results["settings"], reps, duration, warmup,
+                    variants=(("picows broadcast", None, "/"),))
+            finally:
+                server.stop()
     finally:
         client.close()
 
@@ -239,6 +270,51 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the figures stand without the chart
         log(f"chart not written: {type(exc).__name__}: {exc}")
     return 0
+
+
+def run_fanout(client, started: dict, settings: dict, reps: int, duration: float, warmup: float,
+               variants=FANOUT_VARIANTS) -> dict:
+    """Every fan-out variant at every member count, alternating, plus the hub with one stalled member."""
+    cells: dict = {}
+    window = settings["fanout_window"]
+    plan = [(label, impl, route, conns, 0) for conns in settings["fanout_conns"]
+            for label, impl, route in variants if impl in started]
+    if variants is FANOUT_VARIANTS and "speedups" in started:
+        plan.append((FANOUT_STALLED, "speedups", "/fanout-hub", settings["fanout_conns"][0], 1))
+    for conns in dict.fromkeys(p[3] for p in plan):
+        runs: dict = {}
+        for _ in range(reps):
+            for label, impl, route, n, stalled in plan:
+                if n != conns:
+                    continue
+                s = started[impl]
+                runs.setdefault(label, []).append(client(op="fanout", url=s.url(route), conns=conns, window=window,
+                                                         stalled=stalled, duration=duration, warmup=warmup,
+                                                         server_pid=s.pid))
+        for label, r in runs.items():
+            cell = cells[f"{label}/{conns}"] = summarise(r)
+            log_fanout(label, conns, cell)
+    # granian's method: every member sends while all receive (no stalled member; latency: a sender's round trip).
+    for conns in settings.get("fanout_all_conns", []):
+        runs = {}
+        for _ in range(reps):
+            for label, impl, route in variants:
+                if impl in started:
+                    s = started[impl]
+                    runs.setdefault(f"{label}, all send", []).append(client(
+                        op="fanout-all", url=s.url(route), conns=conns, duration=duration, warmup=warmup,
+                        server_pid=s.pid))
+        for label, r in runs.items():
+            cells[f"{label}/{conns}"] = summarise(r)
+            log_fanout(label, conns, cells[f"{label}/{conns}"])
+    return cells
+
+
+def log_fanout(label: str, conns: int, cell: dict) -> None:
+    log(f"fanout {label:40s} {conns:4d} members: {cell.get('msg_per_s', float('nan')):,.0f} deliveries/s, "
+        f"p50/p99 {cell.get('p50_us', float('nan')):.0f}/{cell.get('p99_us', float('nan')):.0f} us, "
+        f"server CPU {cell.get('server_cpu_us_per_msg') or float('nan'):.2f} us/delivery"
+        + (f" ERR {cell['errors'][0]}" if cell.get("errors") else ""))
 
 
 def progress(kind: str, workload: str, conns: int, cells: dict, key: str = "msg_per_s") -> str:
@@ -295,26 +371,7 @@ def render_markdown(results: dict) -> str:
         row.append(" / ".join(f"{cells[i].get('server_cpu_us_per_msg', float('nan')):.1f}" for i in impls))
         lines.append("| " + " | ".join(row) + " |")
     if results["fanout"]:
-        lines += [
-            "",
-            f"Fan-out: {s['fanout_conns']} connections, one sends a JSON message, the app broadcasts it to all "
-            "(a FastAPI-docs connection manager); the next is sent when all have it.",
-            "",
-            "| server | " + " | ".join(f"{i} broadcasts/s" for i in impls) + " | "
-            + " | ".join(f"{i} x" for i in impls if i != "starlette")
-            + " | delivery p50/p99 µs " + " / ".join(impls) + " | server CPU µs/delivery " + " / ".join(impls) + " |",
-            "|" + "---|" * (1 + 2 * len(impls) - 1 + 2),
-        ]
-        for kind, cells in results["fanout"].items():
-            base = cells.get("starlette", {}).get("broadcast_per_s")
-            row = [kind]
-            row += [f"{cells[i]['broadcast_per_s']:,.0f} ({cells[i]['broadcast_per_s_min']:,.0f}-{cells[i]['broadcast_per_s_max']:,.0f})"
-                    if "broadcast_per_s" in cells.get(i, {}) else "n/a" for i in impls]
-            row += [f"**{cells[i]['broadcast_per_s'] / base:.2f}x**" if base and "broadcast_per_s" in cells.get(i, {}) else "n/a"
-                    for i in impls if i != "starlette"]
-            row.append(" / ".join(f"{cells[i].get('p50_us', float('nan')):.0f}/{cells[i].get('p99_us', float('nan')):.0f}" for i in impls))
-            row.append(" / ".join(f"{cells[i].get('server_cpu_us_per_msg', float('nan')):.1f}" for i in impls))
-            lines.append("| " + " | ".join(row) + " |")
+        lines += ["", render_fanout(results)]
     if results["ceiling"]:
         lines += [
             "",
@@ -340,6 +397,43 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_fanout(results: dict) -> str:
+    """The fan-out table: every variant and member count, per server; the ratio to the docs' manager on
+    Starlette's class on the same server; the stalled member's effect on the hub's rate."""
+    s = results["settings"]
+    lines = [
+        f"Fan-out: N members of one room; one of them sends JSON messages of 150 B with {s['fanout_window']} in "
+        "flight, and the app sends each to every member (the FastAPI docs' connection manager: a sequential "
+        "`await send_json` per member; or `turbows.Hub.publish_json`). Deliveries/s: messages received by all "
+        "members; latency: from the send to each receipt; server CPU: the server process's utime+stime over "
+        "the window, per delivery. \"all send\": granian's broadcast method, every member sends while all "
+        "receive, each sending again once its own message is back (latency: that round trip).",
+        "",
+        "| server | variant | members | deliveries/s | x docs manager (Starlette) | delivery p50/p99 µs | "
+        "server CPU µs/delivery | server CPU share |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for kind, cells in results["fanout"].items():
+        for key, cell in cells.items():
+            label, conns = key.rsplit("/", 1)
+            method = ", all send" if label.endswith(", all send") else ""
+            base = cells.get(f"{FANOUT_BASE}{method}/{conns}", {}).get("msg_per_s")
+            rate = (f"{cell['msg_per_s']:,.0f} ({cell['msg_per_s_min']:,.0f}-{cell['msg_per_s_max']:,.0f})"
+                    if "msg_per_s" in cell else "n/a" + (f" ({cell['errors'][0]})" if cell.get("errors") else ""))
+            ratio = f"**{cell['msg_per_s'] / base:.2f}x**" if base and "msg_per_s" in cell else "-"
+            cpu = cell.get("server_cpu_us_per_msg")
+            share = cell.get("server_cpu_share")
+            lines.append(f"| {SERVER_LABEL.get(kind, kind)} | {label} | {conns} | {rate} | {ratio} | "
+                         f"{cell.get('p50_us', float('nan')):.0f}/{cell.get('p99_us', float('nan')):.0f} | "
+                         f"{cpu if cpu is not None else float('nan'):.2f} | {share or 0:.0%} |")
+        hub = cells.get(f"turbows.Hub/{s['fanout_conns'][0]}", {}).get("msg_per_s")
+        stalled = cells.get(f"{FANOUT_STALLED}/{s['fanout_conns'][0]}", {}).get("msg_per_s")
+        if hub and stalled:
+            lines.append(f"| {SERVER_LABEL.get(kind, kind)} | stalled member's effect on the others' rate | "
+                         f"{s['fanout_conns'][0]} | {stalled / hub - 1:+.1%} | | | | |")
+    return "\n".join(lines)
+
+
 def render_png(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -358,8 +452,8 @@ def render_png(results: dict, path: Path) -> None:
     width = 0.8 / len(impls)
     for ax, panel in zip(axes[:, 0], panels):
         if panel == "fanout":
-            groups = [(SERVER_LABEL.get(k, k), cells) for k, cells in results["fanout"].items()]
-            key, ylabel, title = "broadcast_per_s", "broadcasts/s", f"fan-out to {results['settings']['fanout_conns']} connections"
+            render_fanout_panel(ax, results)
+            continue
         else:
             groups = [(f"{WORKLOAD_LABEL[k.split('/')[1]]}\n{k.split('/')[2]} conn", cells)
                       for k, cells in results["echo"].items() if k.split("/")[0] == panel]
@@ -391,6 +485,44 @@ def render_png(results: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def render_fanout_panel(ax, results: dict) -> None:
+    """Deliveries/s per (server, members, method), one bar per variant, labelled with server CPU µs/delivery."""
+    groups: list = []
+    labels: list = []
+    for kind, cells in results["fanout"].items():
+        keys = [key.rsplit("/", 1) for key in cells]
+        for method in ("", ", all send"):
+            for conns in sorted({int(n) for label, n in keys if label.endswith(", all send") == bool(method)}):
+                row = {label.removesuffix(method): cells[f"{label}/{conns}"] for label, n in keys
+                       if int(n) == conns and label.endswith(", all send") == bool(method)}
+                if row:
+                    name = f"{kind}\n{conns} members" + ("\nall send" if method else "")
+                    groups.append((name, row))
+                    labels += [label for label in row if label not in labels]
+    colours = dict(zip(labels, ["#9e9e9e", "#64b5f6", "#1565c0", "#ef6c00", "#2e7d32", "#6a1b9a"]))
+    width = 0.8 / max(max((len(row) for _, row in groups), default=1), 1)
+    shown: set = set()
+    for i, (_, row) in enumerate(groups):
+        for j, (label, c) in enumerate(row.items()):
+            if "msg_per_s" not in c:
+                continue
+            x = i + (j - (len(row) - 1) / 2) * width
+            ax.bar([x], [c["msg_per_s"]], width,
+                   yerr=[[c["msg_per_s"] - c["msg_per_s_min"]], [c["msg_per_s_max"] - c["msg_per_s"]]], capsize=2,
+                   color=colours[label], label=None if label in shown else label)
+            shown.add(label)
+            if c.get("server_cpu_us_per_msg"):
+                ax.annotate(f"{c['server_cpu_us_per_msg']:.1f}", (x, c["msg_per_s_max"]), ha="center", va="bottom",
+                            fontsize=6)
+    ax.set_xticks(range(len(groups)))
+    ax.set_xticklabels([g[0] for g in groups], fontsize=6)
+    ax.set_ylabel("deliveries/s")
+    ax.set_title("fan-out: deliveries/s (labels: server CPU µs per delivery)", fontsize=10)
+    ax.margins(y=0.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Serve app.py (or picows' own echo server) in this very process, so its PID is the server's.
 
     python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | uvicorn-turbows | hypercorn | picows
+                                             | picows-broadcast
+
+``picows-broadcast``: picows' own broadcast server, no ASGI (the fan-out ceiling):
+every message any connection sends goes to every connection, one ``send`` each.
 
 ``BENCH_WS`` picks the WebSocket class (see app.py). ``BENCH_PROFILE=path``
 runs the server under cProfile and writes the stats to ``path`` on SIGTERM/SIGINT.
@@ -86,6 +90,40 @@ def serve_picows(port: int) -> None:
     uvloop.run(main())
 
 
+def serve_picows_broadcast(port: int) -> None:
+    import uvloop
+    from picows import WSListener, WSMsgType, ws_create_server
+
+    members: set = set()
+
+    class Broadcast(WSListener):
+        def on_ws_connected(self, transport) -> None:
+            members.add(transport)
+
+        def on_ws_disconnected(self, transport) -> None:
+            members.discard(transport)
+
+        def on_ws_frame(self, transport, frame) -> None:
+            if frame.msg_type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                payload = frame.get_payload_as_bytes()
+                for member in members:
+                    member.send(frame.msg_type, payload)
+            elif frame.msg_type == WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code(), frame.get_close_message())
+                transport.disconnect()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await ws_create_server(lambda request: Broadcast(), "127.0.0.1", port)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+
+
 def main() -> None:
     server, port = sys.argv[1], int(sys.argv[2])
     if os.environ.get("BENCH_WS") == "pure":
@@ -96,6 +134,7 @@ def main() -> None:
         "uvicorn-turbows": lambda: serve_uvicorn(port, native_protocol()),
         "hypercorn": lambda: serve_hypercorn(port),
         "picows": lambda: serve_picows(port),
+        "picows-broadcast": lambda: serve_picows_broadcast(port),
     }[server]
     profile_path = os.environ.get("BENCH_PROFILE")
     if not profile_path:

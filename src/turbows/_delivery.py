@@ -11,18 +11,21 @@ then gets written is the member's own business:
   connection's own ``send`` (``websocket.send``, so the state machine and any
   override of it see every message). The ASGI message is the same dict for
   every member: the payload is never encoded or copied again.
-- a native member, on turbows' own protocol (not yet: ``member_for`` is the
-  seam). The protocol offers, under ``scope["extensions"][FANOUT_EXTENSION]``,
-  a writer to which the hub hands ``Outgoing``s with no task, coroutine or
-  ASGI message per member: the frame is built once per message
-  (``Outgoing.frame``), each member's pending frames are written once per
-  event-loop turn, and ``pending`` includes the transport's write buffer.
+- ``NativeMember``, on turbows' own protocol, which offers under
+  ``scope["extensions"][FANOUT_EXTENSION]`` a writer per connection
+  (``turbows._protocol_c.FanoutWriter``): the frame is built once per
+  message (``Outgoing.frame``, a ``ServerFrame``) and handed to each
+  member's writer in a plain call, with no task, coroutine or ASGI message
+  per member; the writer writes each member's frames once per event-loop
+  turn. A connection whose class overrides ``send`` stays on the generic
+  path, so the override sees every message.
 
-Pending bytes are payload bytes a member has not yet handed to its server,
-the message being handed over included. A member with nothing pending
-always takes the next message, so one larger than ``max_pending`` still
-reaches the members that keep up: a member holds at most ``max_pending``
-bytes, or one message where that is larger.
+Pending bytes: on the generic path, payload bytes a member has not yet
+handed to its server, the message being handed over included; on the
+native path, frame bytes queued in the writer plus the transport's write
+buffer. A member with nothing pending always takes the next message, so one
+larger than ``max_pending`` still reaches the members that keep up: a member
+holds at most ``max_pending`` bytes, or one message where that is larger.
 """
 
 from __future__ import annotations
@@ -36,11 +39,22 @@ from starlette.websockets import WebSocketDisconnect, WebSocketDisconnected, Web
 
 from ._runtime import Parker, Runtime
 
-__all__ = ["FANOUT_EXTENSION", "Counters", "Limits", "Member", "Outgoing", "QueuedMember", "gone", "member_for"]
+__all__ = [
+    "FANOUT_EXTENSION",
+    "Counters",
+    "Limits",
+    "Member",
+    "NativeMember",
+    "Outgoing",
+    "QueuedMember",
+    "gone",
+    "member_for",
+    "offer_native",
+]
 
 logger = logging.getLogger("turbows.hub")
 
-#: The ASGI scope extension through which turbows' protocol will offer its fan-out writer.
+#: The ASGI scope extension through which turbows' protocol offers its fan-out writer.
 FANOUT_EXTENSION = "turbows.fanout"
 
 _DISCONNECTED = WebSocketState.DISCONNECTED
@@ -68,7 +82,7 @@ class Limits:
 class Counters:
     """A hub's running totals (``Hub.stats()``), counted by its members as they go."""
 
-    __slots__ = ("published", "delivered", "dropped", "closed_slow", "disconnected")
+    __slots__ = ("published", "delivered", "dropped", "closed_slow", "disconnected", "native", "senders_waiting")
 
     def __init__(self) -> None:
         #: Messages this process published.
@@ -81,14 +95,19 @@ class Counters:
         self.closed_slow = 0
         #: Members that left their rooms because their connection ended or a send to it failed.
         self.disconnected = 0
+        #: Members served through the native protocol's fan-out writer (the rest: the generic path).
+        self.native = 0
+        #: A sender task was handed a message since the publisher last gave the loop a turn.
+        self.senders_waiting = False
 
 
 class Outgoing:
     """One message on its way to this process's members of a room: built once, shared by all."""
 
-    __slots__ = ("message", "size", "frame")
+    __slots__ = ("payload", "message", "size", "frame")
 
     def __init__(self, payload: str | bytes, size: int) -> None:
+        self.payload = payload
         #: What a generic member's ``send`` gets: the very dict ``send_text``/``send_bytes`` would build.
         self.message: dict[str, Any]
         if type(payload) is str:
@@ -115,7 +134,10 @@ class Member:
     and once it has nothing left to do after leaving its last room.
     """
 
-    __slots__ = ("websocket", "serial", "rooms", "pending", "_remove", "_limits", "_counters", "_ending")
+    __slots__ = ("websocket", "serial", "rooms", "_remove", "_limits", "_counters", "_ending")
+
+    #: Bytes waiting to be written to it (see the module's docstring).
+    pending: int
 
     def __init__(
         self,
@@ -130,8 +152,6 @@ class Member:
         self.serial = serial
         #: The names of the rooms it is in.
         self.rooms: set[str] = set()
-        #: Bytes waiting to be written to it (see the module's docstring).
-        self.pending = 0
         self._remove = remove
         self._limits = limits
         self._counters = counters
@@ -168,7 +188,7 @@ class Member:
 class QueuedMember(Member):
     """The generic ASGI path: a bounded queue and one sender task, through the connection's own ``send``."""
 
-    __slots__ = ("_queue", "_in_flight", "_parker", "_parked")
+    __slots__ = ("pending", "_queue", "_in_flight", "_parker", "_parked")
 
     def __init__(
         self,
@@ -180,6 +200,7 @@ class QueuedMember(Member):
         runtime: Runtime,
     ) -> None:
         super().__init__(websocket, serial, remove, limits, counters)
+        self.pending = 0
         self._queue: deque[Outgoing] = deque()
         #: The size of the message its sender is handing over now (still pending), else 0.
         self._in_flight = 0
@@ -197,6 +218,7 @@ class QueuedMember(Member):
             return
         self._queue.append(outgoing)
         self.pending = pending + size
+        self._counters.senders_waiting = True
         if self._parked:
             self._parker.unpark()
 
@@ -285,6 +307,104 @@ class QueuedMember(Member):
             pass
 
 
+class NativeMember(Member):
+    """turbows' own protocol: each message's one frame handed to the connection's fan-out writer."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(
+        self,
+        websocket: Any,
+        serial: int,
+        remove: Callable[[Member], None],
+        limits: Limits,
+        counters: Counters,
+        writer: Any,
+    ) -> None:
+        super().__init__(websocket, serial, remove, limits, counters)
+        self._writer = writer
+        counters.native += 1
+
+    @property  # type: ignore[override]
+    def pending(self) -> int:
+        return self._writer.pending
+
+    @property
+    def writer(self) -> Any:
+        return self._writer
+
+    def offer(self, outgoing: Outgoing) -> None:
+        # A room offers to its native members all at once (offer_native); this is for one.
+        frame = outgoing.frame
+        if frame is None:
+            frame = outgoing.frame = _ServerFrame(outgoing.payload)
+        try:
+            written = self._writer.write_frame(frame, self._limits.max_pending)
+        except Exception as error:
+            self.refused(error)
+            return
+        if written > 0:
+            self._counters.delivered += 1
+        else:
+            self.refused(written)
+
+    def refused(self, answer: int | Exception) -> None:
+        """Its writer did not take a message: 0, over ``max_pending``; -1, the connection is over."""
+        if isinstance(answer, Exception):  # never the publisher's problem: this member alone goes
+            logger.error("turbows.Hub: writing to a member failed; it leaves every room", exc_info=answer)
+            self.disconnected()
+        elif answer == 0:
+            self._over_limit()
+        else:
+            self.disconnected()
+
+    def left_every_room(self) -> None:
+        self._remove(self)  # what it was handed is the server's now
+
+    def end(self, reason: str = _STOPPED) -> None:
+        if self._ending is not None:
+            return
+        self._ending = reason
+        self._remove(self)
+        if reason is _SLOW:
+            # Not websocket.close(): its send would wait for the very buffer that is full.
+            try:
+                self._writer.close(SLOW_CODE, SLOW_REASON)
+            except Exception:  # it went meanwhile: nothing left to close
+                pass
+
+
+def offer_native(members: tuple[NativeMember, ...], writers: tuple[Any, ...], outgoing: Outgoing, skip: Member | None) -> None:
+    """``outgoing`` to native members of one hub (``writers``: theirs, in the same order) but ``skip``:
+    its frame built once, handed to every writer in one call into the protocol."""
+    frame = outgoing.frame
+    if frame is None:
+        frame = outgoing.frame = _ServerFrame(outgoing.payload)
+    first = members[0]
+    queued, refused = _write_to_all(
+        frame, writers, first._limits.max_pending, skip._writer if isinstance(skip, NativeMember) else None
+    )
+    first._counters.delivered += queued
+    if refused is not None:
+        for index, answer in refused:
+            members[index].refused(answer)
+
+
+def _native_writer(websocket: Any) -> Any:
+    """The connection's fan-out writer, where its server offers one and nothing stands in its way."""
+    try:
+        writer = websocket.scope["extensions"][FANOUT_EXTENSION]
+    except (KeyError, TypeError):
+        return None
+    if type(writer) is not _FanoutWriter:
+        return None
+    # An override of send (or an ASGI send wrapped by middleware: the scope says nothing of it,
+    # the hub cannot see it) must see every message: only the classes whose send is known.
+    if type(websocket).send not in _PLAIN_SENDS:
+        return None
+    return writer
+
+
 def member_for(
     websocket: Any,
     serial: int,
@@ -293,9 +413,29 @@ def member_for(
     counters: Counters,
     runtime: Runtime,
 ) -> Member:
-    """The member for ``websocket``, by what its server offers.
-
-    The seam for the native path: where ``websocket.scope["extensions"]``
-    holds ``FANOUT_EXTENSION``, a member built on that writer goes here.
-    """
+    """The member for ``websocket``, by what its server offers: the native writer, else its own ``send``."""
+    if _FanoutWriter is not None:
+        writer = _native_writer(websocket)
+        if writer is not None:
+            return NativeMember(websocket, serial, remove, limits, counters, writer)
     return QueuedMember(websocket, serial, remove, limits, counters, runtime)
+
+
+def _plain_sends() -> tuple[Any, ...]:
+    """``send`` of every WebSocket class known to hand each message straight to the ASGI send."""
+    from starlette.websockets import WebSocket as StarletteWebSocket
+
+    from ._cores import CORES
+
+    return (StarletteWebSocket.send, *(websocket_class.send for websocket_class in CORES.values()))
+
+
+try:
+    from ._frames_c import ServerFrame as _ServerFrame
+    from ._protocol_c import FanoutWriter as _FanoutWriter
+    from ._protocol_c import write_to_all as _write_to_all
+except ImportError:  # a pure install: no native protocol, so no writer to find
+    _ServerFrame = _FanoutWriter = _write_to_all = None  # type: ignore[assignment,misc]
+    _PLAIN_SENDS: tuple[Any, ...] = ()
+else:
+    _PLAIN_SENDS = _plain_sends()

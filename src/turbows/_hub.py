@@ -33,6 +33,13 @@ MAX_ROOM_NAME = 256
 
 _ON_SLOW = ("close", "drop")
 
+#: Native members' frames are written once per loop turn, so a publisher that
+#: reaches only them gives the loop a turn after this many messages or bytes,
+#: not after every message: each write then carries a batch of frames, and
+#: a loop of publishes still lets the loop (and other tasks) run often.
+_NATIVE_BATCH_MESSAGES = 16
+_NATIVE_BATCH_BYTES = 64 * 1024
+
 _NEW = 0
 _STARTED = 1
 _STOPPED = 2
@@ -86,7 +93,19 @@ class Hub:
     messages while it is over the bound.
     """
 
-    __slots__ = ("_backend", "_registry", "_limits", "_counters", "_token", "_serials", "_state", "_runtime")
+    __slots__ = (
+        "_backend",
+        "_registry",
+        "_limits",
+        "_counters",
+        "_token",
+        "_serials",
+        "_state",
+        "_runtime",
+        "_unyielded_messages",
+        "_unyielded_bytes",
+        "_batch_bytes",
+    )
 
     def __init__(self, url: str | None = None, *, max_pending: int = 1_048_576, on_slow: str = "close") -> None:
         if not isinstance(max_pending, int) or isinstance(max_pending, bool):
@@ -105,6 +124,10 @@ class Hub:
         self._state = _NEW
         #: The event loop its members run on; None until the first member (see the module's docstring).
         self._runtime: _runtime.Runtime | None = None
+        #: Published in process since a publisher last gave the loop a turn, and how many bytes may be.
+        self._unyielded_messages = 0
+        self._unyielded_bytes = 0
+        self._batch_bytes = min(_NATIVE_BATCH_BYTES, max_pending // 2)
 
     def __repr__(self) -> str:
         state = ("new", "started", "stopped")[self._state]
@@ -247,11 +270,23 @@ class Hub:
         self._check_loop(action)
         backend = self._backend
         await backend.publish(room, Envelope(payload, size, self._token, serial))
-        self._counters.published += 1
+        counters = self._counters
+        counters.published += 1
         if not backend.suspends:
             # Delivery never suspends, so neither would the publisher: let the
             # senders run, or a loop of publishes would only fill their queues.
-            await _runtime.current().checkpoint()
+            # Native members need no sender, only the loop's turn to write what
+            # they hold: one turn per batch, so each write carries many frames.
+            self._unyielded_messages += 1
+            self._unyielded_bytes += size
+            if (
+                counters.senders_waiting
+                or self._unyielded_messages >= _NATIVE_BATCH_MESSAGES
+                or self._unyielded_bytes >= self._batch_bytes
+            ):
+                counters.senders_waiting = False
+                self._unyielded_messages = self._unyielded_bytes = 0
+                await _runtime.current().checkpoint()
 
     def _deliver(self, name: str, envelope: Envelope) -> None:
         """The backend's delivery of one message to this process's members of a room."""
@@ -294,7 +329,8 @@ class Hub:
         to a member's server, one per member; ``dropped``: messages members
         missed under ``on_slow="drop"``; ``closed_slow``: members closed under
         ``on_slow="close"``; ``disconnected``: members that left because
-        their connection ended or a send to them failed. Now: ``members``
+        their connection ended or a send to them failed; ``native``: members
+        served through turbows' protocol's fan-out writer. Now: ``members``
         (connections in a room), ``rooms``, ``pending_bytes`` (waiting for
         all members) and ``pending_bytes_max`` (for the one with most).
         """
@@ -308,6 +344,7 @@ class Hub:
             "dropped": counters.dropped,
             "closed_slow": counters.closed_slow,
             "disconnected": counters.disconnected,
+            "native": counters.native,
             "members": self._registry.in_rooms(),
             "rooms": len(self._registry.rooms),
             "pending_bytes": sum(pending),

@@ -4,9 +4,11 @@ Every change is a plain call, made on the hub's one event loop, so the
 registry needs no lock. The backend hears of a room's first member and of
 its last one leaving (``on_first``, ``on_empty``), in the order they happen.
 
-A room's members are iterated from a snapshot (a tuple, rebuilt only after
+A room's members are iterated from a snapshot (tuples, rebuilt only after
 its membership changed): a member that a publish finds too slow leaves every
-room during that very fan-out, and the others still get the message.
+room during that very fan-out, and the others still get the message. The
+snapshot keeps native members (turbows' protocol) apart, with their
+writers, so one call into the protocol reaches all of them.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._delivery import Member, Outgoing
+from ._delivery import Member, NativeMember, Outgoing, offer_native
 
 __all__ = ["Registry", "Room"]
 
@@ -22,13 +24,17 @@ __all__ = ["Registry", "Room"]
 class Room:
     """The members of one room in this process."""
 
-    __slots__ = ("name", "members", "_snapshot")
+    __slots__ = ("name", "members", "_snapshot", "_native", "_writers", "_generic")
 
     def __init__(self, name: str) -> None:
         self.name = name
         # A dict as an ordered set: O(1) removal, members in the order they joined.
         self.members: dict[Member, None] = {}
         self._snapshot: tuple[Member, ...] | None = None
+        # The snapshot split: native members and their writers, then the rest.
+        self._native: tuple[NativeMember, ...] = ()
+        self._writers: tuple[Any, ...] = ()
+        self._generic: tuple[Member, ...] = ()
 
     def add(self, member: Member) -> None:
         self.members[member] = None
@@ -42,11 +48,20 @@ class Room:
         snapshot = self._snapshot
         if snapshot is None:
             snapshot = self._snapshot = tuple(self.members)
+            self._native = tuple(member for member in snapshot if type(member) is NativeMember)
+            self._writers = tuple(member.writer for member in self._native)
+            self._generic = tuple(member for member in snapshot if type(member) is not NativeMember)
         return snapshot
 
     def offer(self, outgoing: Outgoing, skip: Member | None) -> None:
         """Offer one message to every member but ``skip``."""
-        for member in self.snapshot():
+        if self._snapshot is None:
+            self.snapshot()
+        # Taken before anyone is offered it: a member that ends meanwhile changes the room, not these.
+        native, writers, generic = self._native, self._writers, self._generic
+        if native:
+            offer_native(native, writers, outgoing, skip)
+        for member in generic:
             if member is not skip:
                 member.offer(outgoing)
 

@@ -10,8 +10,11 @@ share counters. Connections:
   connection) until it disconnects. ``via=add`` never leaves by itself: the
   hub must notice the connection end on its own.
 - ``/hub/{key}/control``: publishes on command (``publish``: a count of
-  tagged messages or a list of values), reads ``stats`` and ``members``,
-  runs a join/leave ``race``; answers each command with one JSON reply.
+  tagged messages or a list of values; ``concurrent``: each from a task of
+  its own, all in one loop turn), reads ``stats`` and ``members``, runs a
+  join/leave ``race``, reads a member's fan-out ``writer`` (turbows'
+  protocol) and tries ``misuse`` of it; answers each command with one JSON
+  reply.
 
 Messages a test publishes are tagged ``"{tag}:{sequence}"`` (text or the
 same as bytes), so a client can check order and completeness.
@@ -32,6 +35,8 @@ HANDLER_TIMEOUT = 30.0
 
 _HUBS: dict[str, turbows.Hub] = {}
 _MEMBERS: dict[tuple[str, str], Any] = {}
+#: Each member's fan-out writer, kept after its connection ends (so a test can look at it then).
+_WRITERS: dict[tuple[str, str], Any] = {}
 
 
 def _hub(ws: Any) -> turbows.Hub:
@@ -61,7 +66,9 @@ async def _publish(hub: turbows.Hub, command: dict[str, Any], exclude: Any) -> d
         payloads = [_tagged(command["tag"], n, command.get("size", 0)) for n in range(start, start + command["count"])]
     errors: list[str] = []
     peak = 0
-    for payload in payloads:
+
+    async def publish(payload: Any) -> None:
+        nonlocal peak
         try:
             if kind == "text":
                 await hub.publish_text(room, payload, exclude=exclude)
@@ -73,7 +80,67 @@ async def _publish(hub: turbows.Hub, command: dict[str, Any], exclude: Any) -> d
             errors.append(f"{type(exc).__name__}: {exc}")
         if command.get("sample"):
             peak = max(peak, hub.stats()["pending_bytes_max"])
+
+    if command.get("concurrent"):
+        # Tasks started together take their first step in one loop turn: every publish happens in it.
+        async with anyio.create_task_group() as group:
+            for payload in payloads:
+                group.start_soon(publish, payload)
+    else:
+        for payload in payloads:
+            await publish(payload)
     return {"published": len(payloads), "errors": errors, "peak_pending": peak, "stats": hub.stats()}
+
+
+def _writer(ws: Any) -> Any:
+    return ws.scope.get("extensions", {}).get("turbows.fanout")
+
+
+def _writer_state(writer: Any) -> dict[str, Any]:
+    return {"writes": writer.writes, "frames": writer.frames_written, "pending": writer.pending, "closed": writer.closed}
+
+
+def _misuse(writer: Any) -> dict[str, str]:
+    """Every wrong use of a member's fan-out writer from Python, and what each raised (or returned)."""
+    from turbows._frames_c import ServerFrame
+    from turbows._protocol_c import FanoutWriter, write_to_all
+
+    frame = ServerFrame("misuse")
+    attempts: dict[str, Any] = {
+        "write_frame(None)": lambda: writer.write_frame(None),
+        "write_frame(str)": lambda: writer.write_frame("text"),
+        "write_frame(bytes)": lambda: writer.write_frame(b"\x81\x01x"),
+        "write_frame(frame, 'a')": lambda: writer.write_frame(frame, "a"),
+        "write_frame()": lambda: writer.write_frame(),
+        "close('x')": lambda: writer.close("x"),
+        "close(1000, 5)": lambda: writer.close(1000, 5),
+        "close(999)": lambda: writer.close(999),
+        "close(1000, long)": lambda: writer.close(1000, "x" * 200),
+        "close(1000, surrogate)": lambda: writer.close(1000, "\ud800"),
+        "FanoutWriter()": lambda: FanoutWriter(),
+        "orphan.write_frame": lambda: FanoutWriter.__new__(FanoutWriter).write_frame(frame),
+        "orphan.close": lambda: FanoutWriter.__new__(FanoutWriter).close(),
+        "orphan.pending": lambda: FanoutWriter.__new__(FanoutWriter).pending,
+        "write_to_all(None, ())": lambda: write_to_all(None, ()),
+        "write_to_all(frame, list)": lambda: write_to_all(frame, [writer]),
+        "write_to_all(frame, (str,))": lambda: write_to_all(frame, (writer, "x")),
+        "write_to_all(frame, (), 'a')": lambda: write_to_all(frame, (), "a"),
+        "write_to_all(frame, (orphan,))": lambda: write_to_all(frame, (FanoutWriter.__new__(FanoutWriter),)),
+        "write_to_all(frame, (writer,), skip=writer)": lambda: write_to_all(frame, (writer,), skip=writer),
+        "copy(writer)": lambda: __import__("copy").copy(writer),
+        "pickle(writer)": lambda: __import__("pickle").dumps(writer),
+        "pickle(frame)": lambda: __import__("pickle").dumps(frame),
+        "writer.pending": lambda: writer.pending,
+        "writer.closed": lambda: writer.closed,
+        "writer.write_frame(frame)": lambda: writer.write_frame(frame),
+    }
+    outcomes = {}
+    for name, attempt in attempts.items():
+        try:
+            outcomes[name] = f"returned {attempt()!r}"
+        except Exception as exc:
+            outcomes[name] = type(exc).__name__
+    return outcomes
 
 
 async def member(ws: Any) -> None:
@@ -82,6 +149,8 @@ async def member(ws: Any) -> None:
     rooms = [room for room in ws.query_params.get("rooms", "").split(",") if room]
     await ws.accept()
     _MEMBERS[(key, name)] = ws
+    if _writer(ws) is not None:
+        _WRITERS[(key, name)] = _writer(ws)
     try:
         async with contextlib.AsyncExitStack() as stack:
             for room in rooms:
@@ -162,6 +231,11 @@ async def control(ws: Any) -> None:
             reply = await _publish(hub, publish, exclude)
         elif "race" in command:
             reply = await _race(hub, command["race"], key)
+        elif "writer" in command:
+            found = _WRITERS.get((key, command["writer"]))
+            reply = {"writer": None if found is None else _writer_state(found)}
+        elif "misuse" in command:
+            reply = {"outcomes": _misuse(_WRITERS[(key, command["misuse"])])}
         elif "members" in command:
             reply = {"members": hub.members(command["members"]), "stats": hub.stats()}
         else:

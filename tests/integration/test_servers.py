@@ -110,6 +110,11 @@ JSON_VALUES = [
 # -- the served core ------------------------------------------------------------
 
 
+def fanout_extension(server: ServerProcess) -> list[str]:
+    """turbows' protocol offers the hub's fan-out writer in every connection's scope."""
+    return ["turbows.fanout"] if server.server == "uvicorn-turbows" else []
+
+
 def test_serves_the_requested_core(server: ServerProcess) -> None:
     info = server.info
     assert info["server"] == server.server
@@ -120,7 +125,7 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
     if server.server == "uvicorn-turbows":
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
     expected = ["websocket.http.response"] if traits(server).denial else []
-    assert info["extensions"] == expected
+    assert info["extensions"] == sorted(expected + fanout_extension(server))
 
 
 # -- echo -------------------------------------------------------------------------
@@ -333,7 +338,8 @@ def test_denial_response(server: ServerProcess) -> None:
     (status, body, header), events = _both(server, scenario)
     if traits(server).denial:
         assert (status, body, header) == (401, b"denied by the app", "yes")
-        assert events == [["extensions", ["websocket.http.response"]], ["denial", "sent", ["CONNECTING", "DISCONNECTED"]]]
+        extensions = sorted(["websocket.http.response", *fanout_extension(server)])
+        assert events == [["extensions", extensions], ["denial", "sent", ["CONNECTING", "DISCONNECTED"]]]
     else:  # daphne: the RuntimeError leaves the app, and the server answers 500
         assert status == 500
         assert events == [
@@ -353,7 +359,7 @@ def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> Non
     (status, _, header), events = _both(server, scenario)
     assert status == 500 and header is None
     assert events == [
-        ["extensions", []],
+        ["extensions", fanout_extension(server)],
         ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
     ]
 

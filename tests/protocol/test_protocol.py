@@ -83,7 +83,11 @@ def test_handshake_scope_and_echo(cls: type) -> None:
         )
         assert scope["subprotocols"] == ["a", "b"]
         assert scope["asgi"]["spec_version"] == "2.4"
-        assert scope["extensions"] == {"websocket.http.response": {}}
+        # The denial-response extension; turbows' protocol adds the hub's fan-out writer.
+        assert scope["extensions"].pop("websocket.http.response") == {}
+        if cls is WebSocketProtocol:
+            assert type(scope["extensions"].pop("turbows.fanout")).__name__ == "FanoutWriter"
+        assert scope["extensions"] == {}
         assert (b"host", b"example.com") in scope["headers"]
         h.feed(
             mask_frame(TEXT, "żółw".encode(), fin=False)

@@ -1,0 +1,275 @@
+"""The native protocol's fan-out writer (``scope["extensions"]["turbows.fanout"]``), driven directly.
+
+A real event loop and the recording transport of ``protocol_harness``, with
+a write buffer size the test sets and a count of the transport's writes, so
+each rule of the writer shows exactly: nothing before accept, one write per
+loop turn, the app's own sends after what was queued, frames held while the
+transport is paused, ``max_pending`` against queue plus buffer, nothing
+after a close, and permessage-deflate frames a client can inflate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+import zlib
+from typing import Any
+
+import pytest
+from protocol_harness import Harness, Transport, request, server_frames, settle
+from wsframes import mask_frame
+
+pytest.importorskip("turbows._protocol_c", reason="the compiled protocol is not built")
+
+from turbows._frames_c import ServerFrame  # noqa: E402
+from turbows._protocol_c import FANOUT_EXTENSION, WebSocketProtocol  # noqa: E402
+
+TEXT, CLOSE = 1, 8
+
+
+class BufferedTransport(Transport):
+    """The harness' transport, with a write buffer of the size the test says and a count of writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffer_size = 0
+        self.writes = 0
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+        super().write(data)
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffer_size
+
+
+def app(log: list, commands: asyncio.Queue) -> Any:
+    """Accepts, then does what the test puts in ``commands`` (ASGI messages to send)."""
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        log.append(scope)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        receiving = asyncio.ensure_future(_receive_all(receive, log))
+        while True:
+            message = await commands.get()
+            if message is None:
+                break
+            await send(message)
+        await receiving
+
+    return asgi
+
+
+async def _receive_all(receive: Any, log: list) -> None:
+    while True:
+        message = await receive()
+        log.append(message)
+        if message["type"] == "websocket.disconnect":
+            return
+
+
+async def connected(
+    extra: str = "", cls: type = WebSocketProtocol, **config: Any
+) -> tuple[Harness, Any, list, asyncio.Queue]:
+    log: list = []
+    commands: asyncio.Queue = asyncio.Queue()
+    h = Harness(cls, app(log, commands), transport=BufferedTransport(), **config)
+    h.feed(request(extra=extra))
+    await settle()
+    assert h.transport.take().startswith(b"HTTP/1.1 101 ")
+    h.transport.writes = 0
+    return h, log[0]["extensions"][FANOUT_EXTENSION], log, commands
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 10))
+
+
+def test_not_before_accept() -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+        scopes: list = []
+
+        async def waits(scope: Any, receive: Any, send: Any) -> None:
+            scopes.append(scope)
+            started.set()
+            await asyncio.sleep(3600)
+
+        h = Harness(WebSocketProtocol, waits, transport=BufferedTransport())
+        h.feed(request())
+        await started.wait()
+        writer = scopes[0]["extensions"][FANOUT_EXTENSION]
+        with pytest.raises(RuntimeError, match="not accepted"):
+            writer.write_frame(ServerFrame("early"))
+        with pytest.raises(RuntimeError, match="not accepted"):
+            writer.close(1000)
+        await settle()
+        assert h.transport.take() == b""  # nothing, not even a 101
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_frames_of_one_turn_are_one_write() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        assert [writer.write_frame(ServerFrame(f"m{n}")) for n in range(5)] == [1] * 5
+        assert h.transport.written == b"" and writer.pending == sum(len(f"m{n}") + 2 for n in range(5))
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x81, f"m{n}".encode()) for n in range(5)]
+        assert (h.transport.writes, writer.writes, writer.frames_written, writer.pending) == (1, 1, 5, 0)
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_the_apps_own_send_comes_after_what_was_queued() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        writer.write_frame(ServerFrame("hub 1"))
+        writer.write_frame(ServerFrame(b"hub 2"))
+        commands.put_nowait({"type": "websocket.send", "text": "app"})
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x81, b"hub 1"), (0x82, b"hub 2"), (0x81, b"app")]
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_a_paused_transport_holds_the_frames_and_counts_them() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        h.transport.buffer_size = 70_000
+        h.protocol.pause_writing()
+        frame = ServerFrame("x" * 1000)
+        assert writer.write_frame(frame, 100_000) == 1
+        await settle()
+        assert h.transport.written == b""  # held: the transport is above its high-water mark
+        assert writer.pending == 70_000 + len(frame.data)
+        # Queue plus buffer against max_pending: 28 more fit under 100,000, the next does not.
+        answers = [writer.write_frame(frame, 100_000) for _ in range(30)]
+        assert answers == [1] * 28 + [0] * 2
+        assert writer.pending <= 100_000
+        h.transport.buffer_size = 0
+        h.protocol.resume_writing()
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x81, b"x" * 1000)] * 29
+        assert h.transport.writes == 1 and writer.pending == 0
+        # Nothing pending: a frame larger than the bound still goes.
+        assert writer.write_frame(ServerFrame("y" * 500), 100) == 1
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_nothing_after_a_close() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        writer.write_frame(ServerFrame("before the close"))
+        h.feed(mask_frame(CLOSE, b"\x03\xe8"))  # the peer closes while the frame waits for its turn
+        await settle()
+        frames = server_frames(h.transport.take())
+        assert frames == [(0x88, b"\x03\xe8")], frames  # the close echo only: the frame was dropped
+        assert writer.closed and writer.write_frame(ServerFrame("after")) == -1
+        assert writer.close(1000) is False
+        commands.put_nowait(None)
+        await settle()
+
+    run(main())
+
+
+def test_close_from_the_writer() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        writer.write_frame(ServerFrame("dropped: queued when the close came"))
+        assert writer.close(1013, "slow consumer") is True
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x88, b"\x03\xf5slow consumer")]
+        assert {"type": "websocket.disconnect", "code": 1013, "reason": "slow consumer"} in log
+        assert writer.closed and writer.write_frame(ServerFrame("after")) == -1
+        assert writer.close(1013) is False
+        # The app's own send after that close is refused as after its own close.
+        commands.put_nowait({"type": "websocket.send", "text": "late"})
+        commands.put_nowait(None)
+        h.feed(mask_frame(CLOSE, b"\x03\xf5"))
+        await settle()
+
+    run(main())
+
+
+def _inflate(payloads: list[bytes], decoder: Any = None, wbits: int = 15) -> list[bytes]:
+    out = []
+    for payload in payloads:
+        d = decoder or zlib.decompressobj(wbits=-wbits)
+        out.append(d.decompress(payload + b"\x00\x00\xff\xff"))
+    return out
+
+
+@pytest.mark.parametrize(
+    "offer, takeover, wbits",
+    [
+        ("permessage-deflate; client_max_window_bits", True, 15),
+        ("permessage-deflate; server_no_context_takeover", False, 15),
+        ("permessage-deflate; server_no_context_takeover; server_max_window_bits=10", False, 10),
+    ],
+)
+def test_deflate_frames_inflate(offer: str, takeover: bool, wbits: int) -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(
+            extra=f"sec-websocket-extensions: {offer}\r\n", ws_per_message_deflate=True
+        )
+        messages = [("hello hello hello " * n).encode() for n in range(1, 6)]
+        frames = [ServerFrame(m.decode()) for m in messages]
+        for frame in frames:
+            writer.write_frame(frame)
+        commands.put_nowait({"type": "websocket.send", "text": "from the app"})
+        await settle()
+        written = server_frames(h.transport.take())
+        assert [first for first, _ in written] == [0xC1] * 6  # FIN, RSV1, text
+        payloads = [payload for _, payload in written]
+        decoder = zlib.decompressobj(wbits=-wbits) if takeover else None
+        assert _inflate(payloads, decoder, wbits) == messages + [b"from the app"]
+        if not takeover:
+            # Shared: the frame compressed once per window size, the same object for the next writer.
+            assert writer.write_frame(frames[0]) == 1
+            assert writer.pending == len(written[0][1]) + 2
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_a_lost_connection_frees_its_protocol_and_its_writer_says_so() -> None:
+    """The scope holds the writer and the writer held the protocol: connection_lost ends that cycle,
+    so the protocol goes with its last reference (no collector needed) while a hub still holds the writer."""
+
+    class Weak(WebSocketProtocol):  # a __weakref__ slot, to watch it go
+        pass
+
+    async def main() -> None:
+        h, writer, log, commands = await connected(cls=Weak, ws_per_message_deflate=False)
+        writer.write_frame(ServerFrame("queued when the connection went"))
+        protocol = weakref.ref(h.protocol)
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+        assert writer.closed and writer.pending == 0
+        assert writer.write_frame(ServerFrame("after")) == -1 and writer.close() is False
+        gc.disable()
+        try:
+            h.protocol = h.transport.protocol = None
+            assert protocol() is None
+        finally:
+            gc.enable()
+
+    run(main())
