@@ -252,9 +252,17 @@ class RedisBackend(Backend):
                 f"a message published through Redis is at most {MAX_MESSAGE} bytes, got one of {envelope.size}"
             )
         data = encode(envelope)
+        channel = self._prefix_bytes + room.encode("utf-8")
         try:
             async with asyncio.timeout(self._timeout):
-                await self._client.publish(self._prefix_bytes + room.encode("utf-8"), data)
+                try:
+                    await self._client.publish(channel, data)
+                except self._redis.ConnectionError:
+                    # Once more, on a new connection, within the same bound: a pooled connection
+                    # from before a Redis restart fails on first use though Redis is back (that
+                    # message never reached the new Redis). Only a connection that drops between
+                    # Redis taking the PUBLISH and its reply could deliver one message twice.
+                    await self._client.publish(channel, data)
         except self._errors as exc:
             self._stats["redis_publish_failures"] += 1
             reason = "no reply in time" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
