@@ -361,6 +361,9 @@ class RedisBackend(Backend):
                 await self._serve(self._connection)
             except self._errors as exc:
                 logger.warning("turbows.Hub: lost Redis at %s (%s); reconnecting", self._where(), exc)
+            except Exception:  # anything else (a reply no one expected): a new connection, not a dead listener
+                logger.exception("turbows.Hub: the Redis listener failed; reconnecting")
+                await asyncio.sleep(BACKOFF_CAP)
             await self._close_connection()
             self._set_disconnected()
 
