@@ -320,11 +320,15 @@ async def test_a_redis_that_answers_nothing(redis_server: RedisServer, websocket
                 await hub.publish_text("room", "lost")
             await until(lambda: not hub.connected, "the listener to give up on it")
             assert hub.members("room") == 1
+            with anyio.fail_after(WAIT):  # joining does not wait on a Redis that answers nothing
+                late = await member_of(hub, websocket_class, "later")
         finally:
             redis_server.resume()
-        await until(lambda: hub.connected and hub.stats()["redis_subscriptions"] == 1, "reconnection")
+        await until(lambda: hub.connected and hub.stats()["redis_subscriptions"] == 2, "reconnection")
         await hub.publish_text("room", "after")
+        await hub.publish_text("later", "to the late member")
         await until(lambda: member.payloads == ["after"], "the message after")
+        await until(lambda: late.payloads == ["to the late member"], "the late member's message")
 
 
 async def test_stop_while_redis_is_away(redis_server: RedisServer, websocket_class: type) -> None:
