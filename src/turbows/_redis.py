@@ -55,6 +55,8 @@ DEFAULT_TIMEOUT = 1.0
 #: The listener's reconnect backoff: from the first delay, doubled per failure, up to the cap.
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 1.0
+#: Connections a hub publishes through, at most (each publish holds one until Redis replies).
+POOL_SIZE = 32
 #: Seconds of silence on the subscriber connection before the listener sends a PING.
 PING_INTERVAL = 1.0
 
@@ -119,6 +121,16 @@ def _split_url(url: str) -> tuple[str, str, float]:
     return urlunsplit(parts._replace(query=urlencode(redis_query))), prefix, timeout
 
 
+def _redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced: error messages end up in logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
 def _import_redis() -> Any:
     try:
         import redis.asyncio
@@ -144,18 +156,21 @@ class RedisBackend(Backend):
         redis_url, self._prefix, self._timeout = _split_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, *_OUTAGE)
         # redis-py's retries off: the hub's publish fails fast, the listener reconnects by itself.
+        # Concurrent publishes beyond the pool's size wait for a connection (within the publish's
+        # bound) rather than fail, as redis-py's default pool would ("Too many connections").
         options: dict[str, Any] = {
             "socket_timeout": self._timeout,
             "socket_connect_timeout": self._timeout,
             "retry": Retry(NoBackoff(), 0),
-            "max_connections": 16,
+            "max_connections": POOL_SIZE,
+            "timeout": self._timeout,
         }
         try:
-            self._pool = redis.asyncio.ConnectionPool.from_url(redis_url, **options)
+            self._pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, **options)
             # A connection made now (not connected) checks the URL's options here, not at the first publish.
             self._pool.make_connection()
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"turbows.Hub(url): {redis_url!r} is not a usable Redis URL: {exc}") from None
+            raise ValueError(f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis URL: {exc}") from None
         self._client = redis.asyncio.Redis(connection_pool=self._pool)
         self._redis = redis
         self._prefix_bytes = self._prefix.encode("utf-8")

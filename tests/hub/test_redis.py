@@ -99,6 +99,20 @@ async def test_exclude_is_read_only_by_the_publishing_worker(redis_server: Redis
         assert other.payloads == ["not to mine", b"to all"]
 
 
+async def test_concurrent_publishes_beyond_the_pool_wait_for_a_connection(
+    redis_server: RedisServer, websocket_class: type
+) -> None:
+    """Many tasks publish at once (more than the pool's connections): every publish succeeds."""
+    async with turbows.Hub(redis_server.url()) as hub:
+        member = await member_of(hub, websocket_class, "room")
+        async with anyio.create_task_group() as group:
+            for n in range(_redis.POOL_SIZE * 4):
+                group.start_soon(hub.publish_text, "room", f"m{n}")
+        await until(lambda: len(member.payloads) == _redis.POOL_SIZE * 4, "every message")
+        assert sorted(member.payloads) == sorted(f"m{n}" for n in range(_redis.POOL_SIZE * 4))
+        assert hub.stats()["redis_publish_failures"] == 0
+
+
 async def test_rooms_and_prefixes_are_isolated(redis_server: RedisServer, websocket_class: type) -> None:
     """A room's messages reach that room only; hubs on other prefixes hear nothing; a room named
     like a channel pattern is just a name (the hub never pattern-subscribes)."""
@@ -212,11 +226,13 @@ async def test_tls(redis_binary: tuple[str, str], websocket_class: type) -> None
         ("redis://127.0.0.1/0?timeout=soon", "timeout= is a number of seconds, got 'soon'"),
         ("redis://127.0.0.1/0?timeout=0", "timeout= must be over 0"),
         ("redis://127.0.0.1/0?prefix=" + "p" * 129, "prefix= is at most 128 characters, got 129"),
+        ("redis://:hunter2@127.0.0.1/0?bogus=1", r"'redis://:\*\*\*@127.0.0.1/0\?bogus=1' is not a usable"),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as raised:
         turbows.Hub(url)
+    assert "hunter2" not in str(raised.value)  # a password never reaches an error message
 
 
 async def test_a_server_that_is_not_there_fails_start() -> None:
