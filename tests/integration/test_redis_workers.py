@@ -229,6 +229,61 @@ def test_redis_restarted_mid_stream(three: Workers) -> None:
     run(scenario(), 120)
 
 
+def test_redis_restarted_under_a_running_publisher(three: Workers) -> None:
+    """A publisher keeps publishing while Redis stops and starts again. Each member gets a subsequence
+    of what was published successfully, in order, nothing twice and nothing that raised; once every
+    worker has resubscribed, everything, with no client connecting again."""
+
+    async def scenario() -> None:
+        hubs = three.hub()
+        watchers = [HubClient(server) for server in three.servers]  # control connections of their own
+        for watcher in watchers:
+            watcher.key = hubs[0].key
+        members = [await hub.member(f"m{i}", ["room"]) for i, hub in enumerate(hubs)]
+        succeeded: list[int] = []
+        failed = 0
+        restarted_at: int | None = None  # how many had succeeded when Redis was back
+
+        async def publisher() -> None:
+            nonlocal failed
+            sequence = 0
+            while restarted_at is None or len(succeeded) < restarted_at + 50:
+                reply = await hubs[1].command({"publish": {"room": "room", "tag": "s", "start": sequence, "count": 5}})
+                failed += len(reply["errors"])
+                if not reply["errors"]:
+                    succeeded.extend(range(sequence, sequence + 5))
+                sequence += 5
+                await asyncio.sleep(0.005)
+
+        async def outage() -> None:
+            nonlocal restarted_at
+            while len(succeeded) < 100:
+                await asyncio.sleep(0.01)
+            three.redis.stop()
+            for watcher in watchers:
+                await watcher.stats_until(lambda s: s["redis_connected"] == 0, "the worker to see Redis go")
+            three.redis.start()
+            restarted_at = len(succeeded)
+
+        await asyncio.gather(publisher(), outage())
+        assert failed > 0, "no publish failed while Redis was down"
+        for watcher in watchers:
+            await watcher.stats_until(lambda s: s["redis_subscriptions"] == 1, "resubscribed")
+        await hubs[0].publish("room", tag="end", count=20)
+        published = set(succeeded)
+        for ws in members:
+            got: list[str] = []
+            while got[-20:] != tagged("end", 20):
+                got.append(await recv(ws, WAIT))
+            stream = [sequence_of(m) for m in got if m.startswith("s:")]
+            assert stream == sorted(set(stream)), "out of order, or twice"
+            assert set(stream) <= published, set(stream) - published
+            assert stream[:100] == succeeded[:100]  # before the outage: everything
+        await _close(*members, *hubs, *watchers)
+
+    run(scenario(), 120)
+
+
 # -- uvicorn --workers 2 on one port, with the example chat app -----------------------------------
 
 
