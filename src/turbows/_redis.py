@@ -188,7 +188,8 @@ class RedisBackend(Backend):
         self._listener: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
         self._progress: asyncio.Event | None = None
-        self._connection: Any = None
+        #: The subscriber connection(s), by ``_route``'s key; empty while disconnected.
+        self._connections: dict[Any, Any] = {}
 
         self._stats = {
             "redis_connected": 0,
@@ -238,12 +239,11 @@ class RedisBackend(Backend):
     async def stop(self) -> None:
         self._running = False
         listener, self._listener = self._listener, None
-        if listener is not None:
+        while listener is not None and not listener.done():  # cancelled again until done (see _serve)
             listener.cancel()
-            try:
-                await listener
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait({listener}, timeout=0.1)
+        if listener is not None and not listener.cancelled():
+            listener.exception()
         await self._close_connection()
         self._set_disconnected()
         await self._aclose_pool()
@@ -323,14 +323,32 @@ class RedisBackend(Backend):
             self._progress = asyncio.Event()
 
     # -- the listener ----------------------------------------------------------------
+    # One subscriber connection (a cluster backend: one per primary, each room's channel on the
+    # node that owns its slot). Any error on any of them drops them all and starts again.
 
-    async def _connect(self) -> None:
-        kwargs = dict(self._pool.connection_kwargs)
+    #: The commands and reply kinds of (sharded, for a cluster) pub/sub.
+    _SUBSCRIBE, _UNSUBSCRIBE = "SUBSCRIBE", "UNSUBSCRIBE"
+    _MESSAGE, _SUBSCRIBED, _UNSUBSCRIBED = b"message", b"subscribe", b"unsubscribe"
+
+    def _subscriber(self, kwargs: dict[str, Any], connection_class: Any) -> Any:
+        kwargs = dict(kwargs)
         kwargs["protocol"] = 2  # channel messages as plain replies, whatever the URL asks of the pool
-        connection = self._pool.connection_class(**kwargs)
-        self._connection = connection
+        return connection_class(**kwargs)
+
+    async def _open(self) -> dict[Any, Any]:
+        """Connect the subscriber connection(s), by the key ``_route`` gives a channel."""
+        connection = self._subscriber(self._pool.connection_kwargs, self._pool.connection_class)
+        self._connections = {None: connection}
         async with asyncio.timeout(self._timeout * 2):  # connect, AUTH, SELECT: redis-py's own steps
             await connection.connect()
+        return self._connections
+
+    def _route(self, channel: bytes) -> Any:
+        """Which subscriber connection carries ``channel``."""
+        return None
+
+    async def _connect(self) -> None:
+        await self._open()
         self._requested.clear()
         self._sent.clear()
         self._confirmed.clear()
@@ -340,8 +358,8 @@ class RedisBackend(Backend):
         self._changed.set()  # subscribe to every room, on a new connection
 
     async def _close_connection(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
+        connections, self._connections = self._connections, {}
+        for connection in connections.values():
             try:
                 await connection.disconnect(nowait=True)
             except Exception:  # it is being dropped: nothing to tell anyone
@@ -358,7 +376,7 @@ class RedisBackend(Backend):
         """Serve the subscriber connection; whenever it fails, reconnect with backoff and resubscribe."""
         delay = BACKOFF_FIRST
         while self._running:
-            if self._connection is None:
+            if not self._connections:
                 try:
                     await self._connect()
                 except self._errors as exc:
@@ -373,7 +391,7 @@ class RedisBackend(Backend):
                 logger.info("turbows.Hub: reconnected to Redis at %s", self._where())
             delay = BACKOFF_FIRST
             try:
-                await self._serve(self._connection)
+                await self._serve(dict(self._connections))
             except self._errors as exc:
                 logger.warning("turbows.Hub: lost Redis at %s (%s); reconnecting", self._where(), exc)
             except Exception:  # anything else (a reply no one expected): a new connection, not a dead listener
@@ -382,53 +400,66 @@ class RedisBackend(Backend):
             await self._close_connection()
             self._set_disconnected()
 
-    async def _serve(self, connection: Any) -> None:
-        """Read channel messages and confirmations; a writer task sends (UN)SUBSCRIBE as rooms change."""
-        writer = asyncio.get_running_loop().create_task(self._write_subscriptions(connection))
+    async def _serve(self, connections: dict[Any, Any]) -> None:
+        """A reader per connection; a writer task sends (UN)SUBSCRIBE as rooms change. Returns (raises)
+        with the first of them to fail."""
+        loop = asyncio.get_running_loop()
+        tasks = [loop.create_task(self._write_subscriptions(connections))]
+        tasks += [loop.create_task(self._read(connection)) for connection in connections.values()]
         try:
-            await self._read(connection)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise ConnectionError("the subscriber connection ended")
         finally:
-            writer.cancel()
-            try:
-                await writer
-            except BaseException:  # cancelled, or failed on a connection being dropped anyway
-                pass
+            # Cancelled again until done: on Python 3.11, a cancel that lands as redis-py's internal
+            # wait_for completes is swallowed, and the task would go on (and wait forever).
+            pending = set(tasks)
+            while pending:
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.1)
+            for task in tasks:
+                if not task.cancelled():
+                    task.exception()  # retrieved: a failure on a connection being dropped anyway
 
-    async def _write_subscriptions(self, connection: Any) -> None:
+    async def _write_subscriptions(self, connections: dict[Any, Any]) -> None:
         changed = self._changed
         assert changed is not None
-        try:
-            while True:
-                await changed.wait()
-                changed.clear()
-                wanted, requested = self._wanted, self._requested
-                joined = [room for room in wanted if room not in requested]
-                left = [room for room in requested if room not in wanted]
-                commands = []
-                if joined:
-                    commands.append(("SUBSCRIBE", *[self._prefix_bytes + room.encode("utf-8") for room in joined]))
-                if left:
-                    commands.append(("UNSUBSCRIBE", *[self._prefix_bytes + room.encode("utf-8") for room in left]))
-                if not commands:
-                    continue
-                for room in joined:
-                    requested.add(room)
-                    self._sent[room] = self._sent.get(room, 0) + 1
-                for room in left:
-                    requested.discard(room)
-                if not connection.is_connected:  # redis-py would quietly open a new one, unsubscribed
-                    raise ConnectionError("the subscriber connection is closed")
-                await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-        except self._errors as exc:
-            # The reader is waiting on this connection: closing it ends that wait now, and the
-            # listener reconnects (and subscribes to every room again).
-            logger.debug("turbows.Hub: writing to Redis failed: %s", exc)
-            await connection.disconnect(nowait=True)
+        while True:
+            await changed.wait()
+            changed.clear()
+            wanted, requested = self._wanted, self._requested
+            joined = [room for room in wanted if room not in requested]
+            left = [room for room in requested if room not in wanted]
+            if not joined and not left:
+                continue
+            commands: dict[Any, list[tuple[Any, ...]]] = {}
+            for rooms, command in ((joined, self._SUBSCRIBE), (left, self._UNSUBSCRIBE)):
+                channels: dict[Any, list[bytes]] = {}
+                for room in rooms:
+                    channel = self._prefix_bytes + room.encode("utf-8")
+                    channels.setdefault(self._route(channel), []).append(channel)
+                for key, names in channels.items():
+                    commands.setdefault(key, []).append((command, *names))
+            for room in joined:
+                requested.add(room)
+                self._sent[room] = self._sent.get(room, 0) + 1
+            for room in left:
+                requested.discard(room)
+            for key, batch in commands.items():
+                connection = connections.get(key)
+                if connection is None or not connection.is_connected:
+                    # Closed (redis-py would quietly open a new one, unsubscribed), or a node
+                    # this listener did not connect to: the topology changed; start again.
+                    raise ConnectionError("no subscriber connection for a channel")
+                await connection.send_packed_command(connection.pack_commands(batch), check_health=False)
 
     async def _read(self, connection: Any) -> None:
         prefix_length = len(self._prefix_bytes)
         deliver = self._deliver
         stats = self._stats
+        message_kind, subscribed_kind, unsubscribed_kind = self._MESSAGE, self._SUBSCRIBED, self._UNSUBSCRIBED
         pinged = False
         while True:
             reply = await connection.read_response(timeout=PING_INTERVAL)
@@ -443,7 +474,7 @@ class RedisBackend(Backend):
             if not isinstance(reply, list):  # PONG, while subscribed to nothing
                 continue
             kind = reply[0]
-            if kind == b"message":
+            if kind == message_kind:
                 stats["redis_received"] += 1
                 envelope = decode(reply[2])
                 if envelope is None:
@@ -459,11 +490,11 @@ class RedisBackend(Backend):
                     deliver(room, envelope)
                 except Exception:  # a bug in delivery must not stop every room's listener
                     logger.exception("turbows.Hub: delivering a message from Redis failed")
-            elif kind == b"subscribe":
+            elif kind == subscribed_kind:
                 room = reply[1][prefix_length:].decode("utf-8", "surrogateescape")
                 self._confirmed[room] = self._confirmed.get(room, 0) + 1
                 self._advance()
-            elif kind == b"unsubscribe" or kind == b"pong":
+            elif kind == unsubscribed_kind or kind == b"pong":
                 pass
             else:
                 raise self._redis.ConnectionError(f"unexpected reply on the subscriber connection: {reply!r}")
