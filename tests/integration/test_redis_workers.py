@@ -248,12 +248,13 @@ def test_redis_restarted_under_a_running_publisher(three: Workers) -> None:
             nonlocal failed
             sequence = 0
             while restarted_at is None or len(succeeded) < restarted_at + 50:
-                reply = await hubs[1].command({"publish": {"room": "room", "tag": "s", "start": sequence, "count": 5}})
+                # One message per command, so each one's fate is known.
+                reply = await hubs[1].command({"publish": {"room": "room", "tag": "s", "start": sequence, "count": 1}})
                 failed += len(reply["errors"])
                 if not reply["errors"]:
-                    succeeded.extend(range(sequence, sequence + 5))
-                sequence += 5
-                await asyncio.sleep(0.005)
+                    succeeded.append(sequence)
+                sequence += 1
+                await asyncio.sleep(0.002)
 
         async def outage() -> None:
             nonlocal restarted_at
@@ -277,7 +278,9 @@ def test_redis_restarted_under_a_running_publisher(three: Workers) -> None:
                 got.append(await recv(ws, WAIT))
             stream = [sequence_of(m) for m in got if m.startswith("s:")]
             assert stream == sorted(set(stream)), "out of order, or twice"
-            assert set(stream) <= published, set(stream) - published
+            # Nothing that raised, but for the one PUBLISH Redis may have taken as it shut down,
+            # its reply lost with the connection (the README says so of a publish that raised).
+            assert len(set(stream) - published) <= 1, set(stream) - published
             assert stream[:100] == succeeded[:100]  # before the outage: everything
         await _close(*members, *hubs, *watchers)
 
