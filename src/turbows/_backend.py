@@ -8,7 +8,7 @@ gives. So every member of a room, in every process, gets that room's
 messages in the backend's one order (with Redis, the channel's order).
 
 ``LocalBackend`` serves one process: ``publish`` hands the envelope straight
-back. A backend for many processes (issue 14: Redis) implements the same few
+back. ``_redis.RedisBackend`` serves many processes on one Redis; it implements the same few
 methods and nothing else in the hub changes:
 
 - ``publish(room, envelope)``: send it on, or raise ``HubUnavailable``
@@ -144,7 +144,7 @@ def backend_for(url: object, deliver: Deliver) -> Backend:
     if not isinstance(url, str):
         raise TypeError(f"turbows.Hub(url): expected a str URL or None, got {type(url).__name__}")
     if url.startswith(_REDIS_SCHEMES):
-        raise NotImplementedError(
-            "turbows.Hub(url): the Redis backend is not part of this version of turbows; Hub() serves one process"
-        )
+        from ._redis import RedisBackend  # redis-py is an extra: imported only for a Redis hub
+
+        return RedisBackend(url, deliver)
     raise ValueError(f"turbows.Hub(url): unsupported URL {url!r}; expected redis://, rediss:// or unix://, or None")

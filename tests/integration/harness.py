@@ -59,8 +59,12 @@ def run(awaitable: Awaitable[T], timeout: float = 30.0) -> T:
 class ServerProcess:
     """One server (``launch.SERVERS``) serving ``wsapp:app`` (or ``app``) on one core, in a subprocess."""
 
-    def __init__(self, server: str, core: str, *, app: str = "wsapp:app", app_dir: Path = HERE) -> None:
+    def __init__(
+        self, server: str, core: str, *, app: str = "wsapp:app", app_dir: Path = HERE, env: dict[str, str] | None = None
+    ) -> None:
         self.server = server
+        #: Added to the server's environment (the Redis tests name their Redis here).
+        self.env = dict(env or {})
         self.core = core
         self.app = app
         self.app_dir = app_dir
@@ -73,6 +77,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         env = dict(os.environ)
+        env.update(self.env)
         env.pop("TURBOWS_NO_EXTENSIONS", None)
         if self.core == "pure" and self.server == "uvicorn-turbows":
             # The native protocol is compiled; TURBOWS_NO_EXTENSIONS would swap it

@@ -16,6 +16,11 @@ share counters. Connections:
   protocol) and tries ``misuse`` of it; answers each command with one JSON
   reply.
 
+With ``TURBOWS_IT_REDIS`` set (a Redis URL) in the server's environment,
+every hub is a Redis hub on that server, its channels under the test's key
+(``?prefix={key}:``), so the same key on several workers names one hub
+across them; it is started by the first connection that uses it.
+
 Messages a test publishes are tagged ``"{tag}:{sequence}"`` (text or the
 same as bytes), so a client can check order and completeness.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from typing import Any
 
 import anyio
@@ -39,14 +45,28 @@ _MEMBERS: dict[tuple[str, str], Any] = {}
 _WRITERS: dict[tuple[str, str], Any] = {}
 
 
-def _hub(ws: Any) -> turbows.Hub:
+_STARTED: dict[str, anyio.Event] = {}
+
+
+async def _hub(ws: Any) -> turbows.Hub:
     key = ws.path_params["key"]
     hub = _HUBS.get(key)
     if hub is None:
         query = ws.query_params
+        redis = os.environ.get("TURBOWS_IT_REDIS")
         hub = _HUBS[key] = turbows.Hub(
-            max_pending=int(query.get("max_pending", 1_048_576)), on_slow=query.get("on_slow", "close")
+            f"{redis}?prefix={key}:" if redis else None,
+            max_pending=int(query.get("max_pending", 1_048_576)),
+            on_slow=query.get("on_slow", "close"),
         )
+        if redis:
+            started = _STARTED[key] = anyio.Event()
+            try:
+                await hub.start()
+            finally:
+                started.set()
+    if key in _STARTED:
+        await _STARTED[key].wait()  # a connection that came while the first one was starting it
     return hub
 
 
@@ -145,7 +165,7 @@ def _misuse(writer: Any) -> dict[str, str]:
 
 async def member(ws: Any) -> None:
     key, name = ws.path_params["key"], ws.path_params["id"]
-    hub = _hub(ws)
+    hub = await _hub(ws)
     rooms = [room for room in ws.query_params.get("rooms", "").split(",") if room]
     await ws.accept()
     _MEMBERS[(key, name)] = ws
@@ -218,7 +238,7 @@ async def _race(hub: turbows.Hub, command: dict[str, Any], key: str) -> dict[str
 
 async def control(ws: Any) -> None:
     key = ws.path_params["key"]
-    hub = _hub(ws)
+    hub = await _hub(ws)
     await ws.accept()
     while True:
         try:
@@ -239,7 +259,13 @@ async def control(ws: Any) -> None:
         elif "members" in command:
             reply = {"members": hub.members(command["members"]), "stats": hub.stats()}
         else:
-            reply = {"stats": hub.stats(), "rooms": hub.rooms(), "implementation": turbows.IMPLEMENTATION}
+            reply = {
+                "stats": hub.stats(),
+                "rooms": hub.rooms(),
+                "connected": hub.connected,
+                "implementation": turbows.IMPLEMENTATION,
+                "pid": os.getpid(),
+            }
         await ws.send_json(reply)
 
 

@@ -4,12 +4,15 @@ The example runs as its README says (``python examples/chat/app.py``, on a
 free port), on each core (``TURBOWS_NO_EXTENSIONS=1`` for the pure one).
 Two tabs join one room and a third another room (the rooms are a
 ``turbows.Hub``'s); the two exchange messages, the third hears none of it,
-one leaves, and only its room sees it leave. Needs Debian's ``chromium``
+one leaves, and only its room sees it leave. Then two chat processes (two
+workers, on two ports) with their hub on one Redis (``TURBOWS_HUB_URL``):
+a tab on each chats with the other through Redis. Needs Debian's ``chromium``
 and ``chromium-driver``; skips without them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import selectors
@@ -33,13 +36,16 @@ CHROMEDRIVER = shutil.which("chromedriver")
 WAIT = 15.0
 
 
-@pytest.fixture
-def chat(core: str) -> Iterator[str]:
-    """The chat example on ``core``, served by uvicorn on a free port: its base URL."""
+@contextlib.contextmanager
+def _serve_chat(core: str, hub_url: str | None = None) -> Iterator[str]:
+    """The chat example on ``core``, served by uvicorn on a free port (its hub on ``hub_url``): its base URL."""
     env = dict(os.environ)
     env.pop("TURBOWS_NO_EXTENSIONS", None)
+    env.pop("TURBOWS_HUB_URL", None)
     if core == "pure":
         env["TURBOWS_NO_EXTENSIONS"] = "1"
+    if hub_url is not None:
+        env["TURBOWS_HUB_URL"] = hub_url
     env["PYTHONUNBUFFERED"] = "1"
     process = subprocess.Popen(
         [sys.executable, str(CHAT_APP), "--port", "0"],
@@ -62,6 +68,13 @@ def chat(core: str) -> Iterator[str]:
             process.wait(timeout=STOP_TIMEOUT)
         assert process.stdout is not None
         process.stdout.close()
+
+
+@pytest.fixture
+def chat(core: str) -> Iterator[str]:
+    """The chat example on ``core``, one process: its base URL."""
+    with _serve_chat(core) as url:
+        yield url
 
 
 def _wait_for_port(process: subprocess.Popen[bytes]) -> tuple[str, int]:
@@ -200,3 +213,40 @@ def test_two_rooms_chat_and_one_leaves(chat: str, browser: object) -> None:
     _say(driver, "anyone here?")
     _wait_for_message(driver, "You wrote: anyone here?")
     assert _messages(driver) == ["Client #carol joined garden", "You wrote: anyone here?"]  # the kitchen stayed out
+
+
+def test_two_workers_chat_through_redis(core: str, redis_server: object, browser: object) -> None:
+    """Alice's tab on one worker, Bob's on another: each hears the other only through Redis."""
+    pytest.importorskip("redis.asyncio", reason='the Redis hub needs redis-py: pip install "turbows[redis]"')
+    driver = browser
+    url = redis_server.url()  # type: ignore[attr-defined]
+    with _serve_chat(core, url) as first, _serve_chat(core, url) as second:
+        assert first != second
+        alice = _join(driver, first, "alice", "kitchen")
+        _wait_for_message(driver, "Client #alice joined kitchen")
+        driver.switch_to.new_window("tab")  # type: ignore[attr-defined]
+        bob = _join(driver, second, "bob", "kitchen")
+        _wait_for_message(driver, "Client #bob joined kitchen")
+
+        driver.switch_to.window(alice)  # type: ignore[attr-defined]
+        _wait_for_message(driver, "Client #bob joined kitchen")  # from the other worker
+        _say(driver, "hello from worker one")
+        _wait_for_message(driver, "You wrote: hello from worker one")
+
+        driver.switch_to.window(bob)  # type: ignore[attr-defined]
+        _wait_for_message(driver, "Client #alice says: hello from worker one")
+        _say(driver, "hi, żółw 🐢 from worker two")
+        _wait_for_message(driver, "You wrote: hi, żółw 🐢 from worker two")
+
+        driver.switch_to.window(alice)  # type: ignore[attr-defined]
+        _wait_for_message(driver, "Client #bob says: hi, żółw 🐢 from worker two")
+        assert _messages(driver) == [
+            "Client #alice joined kitchen",
+            "Client #bob joined kitchen",
+            "You wrote: hello from worker one",
+            "Client #bob says: hi, żółw 🐢 from worker two",
+        ]
+        driver.close()
+
+        driver.switch_to.window(bob)  # type: ignore[attr-defined]
+        _wait_for_message(driver, "Client #alice left kitchen")
