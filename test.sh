@@ -10,5 +10,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps .
-.venv/bin/python -m pip install --quiet ".[test]"
+.venv/bin/python -m pip install --quiet ".[test,valkey]"
 exec .venv/bin/python -m pytest "$@"
