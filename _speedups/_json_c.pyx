@@ -1,7 +1,8 @@
 # cython: language_level=3
 """JSON for the compiled core: orjson, wherever its result is the standard library's.
 
-The contract (DESIGN.md, "JSON"): for every value, what Starlette's
+The contract (README, "Deliberate differences from Starlette"; held by
+tests/test_json.py): for every value, what Starlette's
 ``json.dumps(value, separators=(",", ":"), ensure_ascii=False)`` and
 ``json.loads`` give, or the same exception class. orjson diverges in known
 ways, each handled here:

@@ -216,7 +216,7 @@ def documented_difference(
     ``message`` what it received. A disconnect message raises before any
     payload is read, in both (``WebSocketDisconnect``, or ``KeyError('code')``
     where it has no code): never mapped.
-    The documented differences (README, DESIGN "Behaviour"):
+    The documented differences (README, "Deliberate differences from Starlette"):
 
     1. The message has no payload of the wanted kind (key absent, or None):
        Starlette's ``receive_text``/``receive_bytes`` return ``None`` or raise

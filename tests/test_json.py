@@ -1,6 +1,7 @@
 """JSON property tests against Starlette.
 
-The contract (DESIGN, "JSON"):
+The contract (README, "Deliberate differences from Starlette"), which
+``_speedups/_json_c.pyx`` implements:
 
 - ``send_json(v)``: where Starlette's ``send_json`` accepts ``v``, the text or
   bytes turbows sends parse (``json.loads``) to the same value, NaN and the
@@ -550,3 +551,47 @@ def test_receive_json_deep_nesting(websocket_class: type, depth: int, mode: str)
 def test_recursion_limit_is_untouched() -> None:
     # The deep-nesting tests above rely on the default limit.
     assert sys.getrecursionlimit() >= 1000
+
+
+# -- the orjson path is the one taken ------------------------------------------
+# The exactness walk sends a value to the standard library whenever it cannot
+# prove orjson's result is the same; a walk that rejected everything would pass
+# every test above, slowly. These see which encoder and decoder ran.
+
+
+def _orjson_or_skip() -> Any:
+    try:
+        import orjson
+    except ImportError:  # free-threaded CPython: no orjson wheels; the standard library serves
+        pytest.skip("orjson is not installed: the compiled JSON uses the standard library")
+    return orjson
+
+
+@pytest.mark.speedups
+def test_exact_values_are_encoded_by_orjson() -> None:
+    orjson = _orjson_or_skip()
+    from turbows import _json_c
+
+    # orjson writes 1e-7 as "1e-7", the standard library as "1e-07": the same value,
+    # so within the contract, and it tells the encoders apart.
+    value = {"id": 1, "tags": ["a", "b"], "small": 1e-7, "nested": {"ok": True, "none": None}}
+    assert json.dumps(value, separators=(",", ":"), ensure_ascii=False) != orjson.dumps(value).decode()
+    assert _json_c.dumps_text(value) == orjson.dumps(value).decode()
+    assert _json_c.dumps_bytes(value) == orjson.dumps(value)
+    # and a value the walk must refuse (NaN: orjson writes null) goes to the standard library
+    assert _json_c.dumps_text({"x": float("nan")}) == '{"x":NaN}'
+
+
+@pytest.mark.speedups
+def test_exact_documents_are_decoded_by_orjson() -> None:
+    _orjson_or_skip()
+    from turbows import _json_c
+
+    # orjson keeps the keys it decodes in a cache, so two decodes share their key
+    # objects; json.loads builds new ones on every call.
+    document = '{"a_key_longer_than_one_character": [1, 2.5, "x", null, true]}'
+    assert next(iter(json.loads(document))) is not next(iter(json.loads(document)))
+    for loads, encoded in ((_json_c.loads_text, document), (_json_c.loads_bytes, document.encode())):
+        first, second = loads(encoded), loads(encoded)
+        assert first == json.loads(document)
+        assert next(iter(first)) is next(iter(second)), loads

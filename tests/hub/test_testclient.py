@@ -1,6 +1,6 @@
 """A Starlette app with a hub, through Starlette's ``TestClient``, under asyncio and trio, on both cores.
 
-The app is the DESIGN's example: a connection joins the room its path names
+The app is the README's hub example: a connection joins the room its path names
 and publishes what it receives to the others.
 """
 
