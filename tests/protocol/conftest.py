@@ -13,5 +13,6 @@ if NO_EXTENSIONS:
         "test_parser_differential.py",
         "test_protocol_differential.py",
         "test_protocol.py",
+        "test_protocol_leaks.py",
         "test_real_server.py",
     ]
