@@ -30,6 +30,7 @@ redis-py's client is asyncio's, so this backend runs on asyncio only;
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 import random
 import struct
@@ -167,9 +168,16 @@ class RedisBackend(Backend):
         }
         try:
             self._pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, **options)
+            # Replies as bytes, whatever the URL says (redis-py lets the URL's decode_responses= win
+            # over from_url's keywords): the hub reads them itself and never hands one to the app,
+            # and the listener matches channel messages as bytes.
+            self._pool.connection_kwargs["decode_responses"] = False
+            # encoding= still encodes redis-py's own str arguments (AUTH, CLIENT SETINFO): a codec
+            # Python does not know would fail every connection with a LookupError.
+            codecs.lookup(self._pool.connection_kwargs.get("encoding", "utf-8"))
             # A connection made now (not connected) checks the URL's options here, not at the first publish.
             self._pool.make_connection()
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, LookupError) as exc:
             raise ValueError(f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis URL: {exc}") from None
         self._client = redis.asyncio.Redis(connection_pool=self._pool)
         self._redis = redis
@@ -333,6 +341,7 @@ class RedisBackend(Backend):
     def _subscriber(self, kwargs: dict[str, Any], connection_class: Any) -> Any:
         kwargs = dict(kwargs)
         kwargs["protocol"] = 2  # channel messages as plain replies, whatever the URL asks of the pool
+        kwargs["decode_responses"] = False  # and as bytes (see __init__)
         return connection_class(**kwargs)
 
     async def _open(self) -> dict[Any, Any]:

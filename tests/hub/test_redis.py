@@ -192,6 +192,19 @@ async def test_url_forms(redis_binary: tuple[str, str], websocket_class: type) -
         server.remove()
 
 
+async def test_decode_responses_in_the_url_changes_nothing(redis_server: RedisServer, websocket_class: type) -> None:
+    """redis-py's reply options are the hub's business, not the app's: with ``decode_responses`` (and
+    ``encoding``) in a URL the app shares with its other clients, the hub still reads bytes."""
+    url = redis_server.url(decode_responses="true", encoding="latin-1")
+    async with turbows.Hub(url) as hub, turbows.Hub(redis_server.url()) as publisher:
+        member = await member_of(hub, websocket_class, "room")
+        await hub.publish_text("room", "from the decoding URL")
+        await publisher.publish_bytes("room", b"\xff from a plain one")
+        await until(lambda: len(member.payloads) == 2, "both messages")
+        assert member.payloads == ["from the decoding URL", b"\xff from a plain one"]
+        assert hub.stats()["redis_reconnects"] == 0 and hub.stats()["redis_subscriptions"] == 1
+
+
 async def test_tls(redis_binary: tuple[str, str], websocket_class: type) -> None:
     """``rediss://``: the hub over TLS (the server's certificate checked against the URL's CA)."""
     if shutil.which("openssl") is None:
@@ -227,6 +240,7 @@ async def test_tls(redis_binary: tuple[str, str], websocket_class: type) -> None
         ("redis://127.0.0.1/0?timeout=0", "timeout= must be over 0"),
         ("redis://127.0.0.1/0?prefix=" + "p" * 129, "prefix= is at most 128 characters, got 129"),
         ("redis://:hunter2@127.0.0.1/0?bogus=1", r"'redis://:\*\*\*@127.0.0.1/0\?bogus=1' is not a usable"),
+        ("redis://127.0.0.1/0?encoding=no-such-codec", "not a usable Redis URL: unknown encoding: no-such-codec"),
     ],
 )
 def test_bad_urls(url: str, message: str) -> None:
