@@ -1,7 +1,8 @@
 """``Hub("redis://...")``: the hub's backend on Redis pub/sub, so a room spans every worker and host.
 
 One Redis channel per room, ``prefix + room`` (``prefix`` defaults to
-``"turbows:"``; ``?prefix=...`` in the URL changes it). A worker is
+``"turbows:"``, ``"turbows:<db>:"`` on a database other than 0, since pub/sub
+ignores the database number; ``?prefix=...`` in the URL is used as given). A worker is
 subscribed to a room's channel while it has members there: the hub tells the
 backend (``subscribe``/``unsubscribe``, plain calls), and the listener task
 brings the subscriber connection's SUBSCRIBE/UNSUBSCRIBE in line.
@@ -40,12 +41,19 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from ._backend import Backend, Deliver, Envelope
 from ._exceptions import HubUnavailable
 
-__all__ = ["DEFAULT_PREFIX", "MAX_MESSAGE", "RedisBackend", "decode", "encode"]
+__all__ = ["DEFAULT_PREFIX", "MAX_MESSAGE", "RedisBackend", "decode", "default_prefix", "encode"]
 
 logger = logging.getLogger("turbows.hub")
 
 #: Channel names are this prefix and the room name, unless the URL says ``?prefix=``.
 DEFAULT_PREFIX = "turbows:"
+
+
+def default_prefix(db: int) -> str:
+    """The prefix of a hub on database ``db`` whose URL names none. Redis pub/sub ignores the database
+    number (a PUBLISH on db 1 reaches a subscriber on db 0), so hubs on /0 and /1, as two apps sharing
+    a Redis by database would be, get prefixes of their own; db 0 keeps the plain one."""
+    return DEFAULT_PREFIX if db == 0 else f"{DEFAULT_PREFIX}{db}:"
 #: The longest prefix, in characters.
 MAX_PREFIX = 128
 #: The largest message (payload bytes) published through Redis: a bound well under Redis'
@@ -100,11 +108,13 @@ def decode(data: bytes) -> Envelope | None:
     return Envelope(payload, size, origin, exclude)
 
 
-def _split_url(url: str) -> tuple[str, str, float]:
-    """redis-py's URL, and turbows' own query parameters taken out of it: ``prefix``, ``timeout``."""
+def _split_url(url: str) -> tuple[str, str | None, float]:
+    """redis-py's URL, and turbows' own query parameters taken out of it: ``prefix`` (``None``: not
+    given), ``timeout``."""
     parts = urlsplit(url)
     redis_query = []
-    prefix, timeout = DEFAULT_PREFIX, DEFAULT_TIMEOUT
+    prefix: str | None = None
+    timeout = DEFAULT_TIMEOUT
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name == "prefix":
             prefix = value
@@ -117,7 +127,7 @@ def _split_url(url: str) -> tuple[str, str, float]:
                 raise ValueError(f"turbows.Hub(url): timeout= must be over 0 and at most 60 seconds, got {value}")
         else:
             redis_query.append((name, value))
-    if len(prefix) > MAX_PREFIX:
+    if prefix is not None and len(prefix) > MAX_PREFIX:
         raise ValueError(f"turbows.Hub(url): prefix= is at most {MAX_PREFIX} characters, got {len(prefix)}")
     return urlunsplit(parts._replace(query=urlencode(redis_query))), prefix, timeout
 
@@ -154,7 +164,7 @@ class RedisBackend(Backend):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        redis_url, self._prefix, self._timeout = _split_url(url)
+        redis_url, prefix, self._timeout = _split_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, *_OUTAGE)
         # redis-py's retries off: the hub's publish fails fast, the listener reconnects by itself.
         # Concurrent publishes beyond the pool's size wait for a connection (within the publish's
@@ -180,6 +190,7 @@ class RedisBackend(Backend):
         except (ValueError, TypeError, LookupError) as exc:
             raise ValueError(f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis URL: {exc}") from None
         self._client = redis.asyncio.Redis(connection_pool=self._pool)
+        self._prefix = prefix if prefix is not None else default_prefix(int(self._pool.connection_kwargs.get("db") or 0))
         self._redis = redis
         self._prefix_bytes = self._prefix.encode("utf-8")
 

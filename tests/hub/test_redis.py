@@ -135,6 +135,33 @@ async def test_rooms_and_prefixes_are_isolated(redis_server: RedisServer, websoc
         assert await numsub(redis_server, "other:a") == 1
 
 
+async def test_databases_are_isolated_by_the_default_prefix(redis_server: RedisServer, websocket_class: type) -> None:
+    """Redis pub/sub ignores the database number; the hub does not: two apps on /0 and /1 of one
+    Redis, with no prefix= of their own, hear only their own rooms. A prefix= given is used as is,
+    so apps that mean to share rooms across databases say so."""
+    async with (
+        turbows.Hub(redis_server.url(db=0)) as zero,
+        turbows.Hub(redis_server.url(db=1)) as one,
+        turbows.Hub(redis_server.url(db=1)) as one_again,
+        turbows.Hub(redis_server.url(db=0, prefix="shared:")) as shared_zero,
+        turbows.Hub(redis_server.url(db=2, prefix="shared:")) as shared_two,
+    ):
+        in_zero, in_one = await member_of(zero, websocket_class, "room"), await member_of(one, websocket_class, "room")
+        in_shared = await member_of(shared_two, websocket_class, "room")
+        await zero.publish_text("room", "db 0's")
+        await one_again.publish_text("room", "db 1's")
+        await shared_zero.publish_text("room", "shared")
+        await until(lambda: in_zero.payloads and in_one.payloads and in_shared.payloads, "each room's message")
+        await zero.publish_text("room", "db 0's again")
+        await until(lambda: len(in_zero.payloads) == 2, "the second message")
+        assert in_zero.payloads == ["db 0's", "db 0's again"] and in_one.payloads == ["db 1's"]
+        assert in_shared.payloads == ["shared"]
+        assert await numsub(redis_server, "turbows:room") == 1
+        assert await numsub(redis_server, "turbows:1:room") == 1
+        assert await numsub(redis_server, "shared:room") == 1
+        assert "'turbows:1:'" in repr(one._backend)
+
+
 async def test_a_worker_is_subscribed_while_it_has_members(redis_server: RedisServer, websocket_class: type) -> None:
     async with turbows.Hub(redis_server.url()) as hub:
         first, second = [await member_of(hub, websocket_class, "room") for _ in range(2)]
