@@ -64,6 +64,10 @@ DEFAULT_TIMEOUT = 1.0
 #: The listener's reconnect backoff: from the first delay, doubled per failure, up to the cap.
 BACKOFF_FIRST = 0.05
 BACKOFF_CAP = 1.0
+#: Seconds a subscriber connection stays up before the backoff starts again from the first delay
+#: (as does a confirmed SUBSCRIBE on it): one that opens and fails at once (a SUBSCRIBE the ACL
+#: refuses, a Redis still LOADING, a proxy that accepts and drops) is retried ever more slowly.
+HEALTHY_AFTER = 3.0
 #: Connections a hub publishes through, at most (each publish holds one until Redis replies).
 POOL_SIZE = 32
 #: Seconds of silence on the subscriber connection before the listener sends a PING.
@@ -130,6 +134,11 @@ def _split_url(url: str) -> tuple[str, str | None, float]:
     if prefix is not None and len(prefix) > MAX_PREFIX:
         raise ValueError(f"turbows.Hub(url): prefix= is at most {MAX_PREFIX} characters, got {len(prefix)}")
     return urlunsplit(parts._replace(query=urlencode(redis_query))), prefix, timeout
+
+
+def _jittered(delay: float) -> float:
+    """Equal jitter: workers that lost the same Redis do not all come back at once."""
+    return delay / 2 + random.uniform(0, delay / 2)
 
 
 def _redacted(url: str) -> str:
@@ -203,6 +212,8 @@ class RedisBackend(Backend):
         self._confirmed: dict[str, int] = {}
 
         self._connected = False
+        #: The subscriber connection has had a SUBSCRIBE confirmed: it works, not only opens.
+        self._proven = False
         self._running = False
         self._listener: asyncio.Task[None] | None = None
         self._changed: asyncio.Event | None = None
@@ -394,6 +405,7 @@ class RedisBackend(Backend):
 
     async def _listen(self) -> None:
         """Serve the subscriber connection; whenever it fails, reconnect with backoff and resubscribe."""
+        loop = asyncio.get_running_loop()
         delay = BACKOFF_FIRST
         while self._running:
             if not self._connections:
@@ -401,24 +413,30 @@ class RedisBackend(Backend):
                     await self._connect()
                 except self._errors as exc:
                     await self._close_connection()
-                    # Equal jitter: workers that lost the same Redis do not all come back at once.
-                    wait = delay / 2 + random.uniform(0, delay / 2)
+                    wait = _jittered(delay)
                     logger.debug("turbows.Hub: Redis at %s: %s; retrying in %.2fs", self._where(), exc, wait)
                     delay = min(delay * 2, BACKOFF_CAP)
                     await asyncio.sleep(wait)
                     continue
                 self._stats["redis_reconnects"] += 1
                 logger.info("turbows.Hub: reconnected to Redis at %s", self._where())
-            delay = BACKOFF_FIRST
+            # The backoff goes back to its first delay only once this connection proved itself; one
+            # that opens and fails at once does not reset it (or it would be retried at round-trip speed).
+            self._proven = False
+            opened = loop.time()
             try:
                 await self._serve(dict(self._connections))
             except self._errors as exc:
                 logger.warning("turbows.Hub: lost Redis at %s (%s); reconnecting", self._where(), exc)
             except Exception:  # anything else (a reply no one expected): a new connection, not a dead listener
                 logger.exception("turbows.Hub: the Redis listener failed; reconnecting")
-                await asyncio.sleep(BACKOFF_CAP)
             await self._close_connection()
             self._set_disconnected()
+            if self._proven or loop.time() - opened >= HEALTHY_AFTER:
+                delay = BACKOFF_FIRST
+            wait = _jittered(delay)
+            delay = min(delay * 2, BACKOFF_CAP)
+            await asyncio.sleep(wait)
 
     async def _serve(self, connections: dict[Any, Any]) -> None:
         """A reader per connection; a writer task sends (UN)SUBSCRIBE as rooms change. Returns (raises)
@@ -513,6 +531,7 @@ class RedisBackend(Backend):
             elif kind == subscribed_kind:
                 room = reply[1][prefix_length:].decode("utf-8", "surrogateescape")
                 self._confirmed[room] = self._confirmed.get(room, 0) + 1
+                self._proven = True
                 self._advance()
             elif kind == unsubscribed_kind or kind == b"pong":
                 pass

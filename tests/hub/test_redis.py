@@ -388,6 +388,31 @@ async def test_a_redis_that_answers_nothing(redis_server: RedisServer, websocket
         await until(lambda: late.payloads == ["to the late member"], "the late member's message")
 
 
+async def test_a_connection_that_fails_at_once_is_retried_with_backoff(
+    redis_server: RedisServer, websocket_class: type
+) -> None:
+    """An ACL user that may not SUBSCRIBE: each subscriber connection opens (AUTH passes), then Redis
+    refuses its SUBSCRIBE (NOPERM). Such a connection never proves itself, so the listener's backoff
+    keeps growing (about 0.1, 0.2, 0.4, 0.8 s): a handful of reconnects a second, not hundreds."""
+    admin = redis.Redis.from_url(redis_server.url())
+    try:
+        await admin.acl_setuser(
+            "nosubscribe", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"],
+            commands=["+@all", "-subscribe"],
+        )
+    finally:
+        await admin.aclose()
+    async with turbows.Hub(f"redis://nosubscribe:pw@127.0.0.1:{redis_server.port}/0") as hub:
+        with anyio.fail_after(WAIT):  # add does not hang on a refused SUBSCRIBE
+            await member_of(hub, websocket_class, "room")
+        await until(lambda: hub.stats()["redis_reconnects"] >= 2, "the listener to try again")
+        before = hub.stats()["redis_reconnects"]
+        await anyio.sleep(1.0)
+        retried = hub.stats()["redis_reconnects"] - before
+        assert retried <= 6, f"{retried} reconnects in a second"
+        assert hub.stats()["redis_subscriptions"] == 0 and hub.members("room") == 1
+
+
 async def test_stop_while_redis_is_away(redis_server: RedisServer, websocket_class: type) -> None:
     hub = turbows.Hub(redis_server.url())
     await hub.start()
