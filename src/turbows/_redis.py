@@ -259,12 +259,28 @@ class RedisBackend(Backend):
         # The first connection is made here, so a wrong host or password fails the app's startup.
         try:
             await self._connect()
-        except self._errors as exc:
+        except Exception as exc:  # whatever it was, nothing is left open behind it
             self._running = False
             await self._close_connection()
             await self._aclose_pool()
-            raise HubUnavailable(f"turbows.Hub: cannot reach Redis at {self._where()}: {exc}") from exc
+            if isinstance(exc, self._errors):
+                raise HubUnavailable(f"turbows.Hub: cannot reach Redis at {self._where()}: {exc}") from exc
+            raise
         self._listener = asyncio.get_running_loop().create_task(self._listen(), name="turbows.Hub Redis listener")
+        self._listener.add_done_callback(self._listener_ended)
+
+    def _listener_ended(self, listener: asyncio.Task[None]) -> None:
+        """The listener ends only when ``stop`` ends it: any other end is said, loudly, and the hub
+        reads as disconnected, rather than a hub that quietly delivers nothing from Redis again."""
+        if listener.cancelled() or not self._running:
+            return
+        exc = listener.exception()
+        logger.error(
+            "turbows.Hub: the Redis listener ended; nothing more arrives from Redis until the hub is restarted",
+            exc_info=exc,
+        )
+        self._running = False
+        self._set_disconnected()
 
     async def stop(self) -> None:
         self._running = False
@@ -411,10 +427,16 @@ class RedisBackend(Backend):
             if not self._connections:
                 try:
                     await self._connect()
-                except self._errors as exc:
+                except Exception as exc:  # an error no one expected too: retried, never a listener gone quiet
                     await self._close_connection()
                     wait = _jittered(delay)
-                    logger.debug("turbows.Hub: Redis at %s: %s; retrying in %.2fs", self._where(), exc, wait)
+                    if isinstance(exc, self._errors):
+                        logger.debug("turbows.Hub: Redis at %s: %s; retrying in %.2fs", self._where(), exc, wait)
+                    else:
+                        logger.exception(
+                            "turbows.Hub: connecting to Redis at %s failed unexpectedly; retrying in %.2fs",
+                            self._where(), wait,
+                        )
                     delay = min(delay * 2, BACKOFF_CAP)
                     await asyncio.sleep(wait)
                     continue

@@ -413,6 +413,41 @@ async def test_a_connection_that_fails_at_once_is_retried_with_backoff(
         assert hub.stats()["redis_subscriptions"] == 0 and hub.members("room") == 1
 
 
+async def test_an_unexpected_error_while_reconnecting_does_not_end_the_listener(
+    redis_server: RedisServer, websocket_class: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Reconnecting fails three times with an error that is not redis-py's (a bug, say): each is
+    logged with its traceback and retried with backoff, and the hub comes back.
+
+    A server that speaks garbage cannot cause one: on the subscriber's RESP2 every malformed reply
+    is a redis-py error (InvalidResponse), handled as an outage. So the error is raised by redis-py's
+    own hook for a connection's first steps, ``redis_connect_func``, on a real Redis; the subscriber
+    connection is dropped by the server (CLIENT KILL) so that the listener reconnects."""
+    failures = 3
+
+    async def first_steps(connection: Any) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise RuntimeError("not a Redis error")
+        await connection.on_connect()
+
+    async with turbows.Hub(redis_server.url()) as hub:
+        member = await member_of(hub, websocket_class, "room")
+        hub._backend._pool.connection_kwargs["redis_connect_func"] = first_steps
+        admin = redis.Redis.from_url(redis_server.url())
+        try:
+            assert await admin.client_kill_filter(_type="pubsub") == 1
+        finally:
+            await admin.aclose()
+        await until(lambda: failures == 0, "the failing reconnections")
+        await until(lambda: hub.connected and hub.stats()["redis_subscriptions"] == 1, "the listener to reconnect")
+        await hub.publish_text("room", "after")
+        await until(lambda: member.payloads == ["after"], "the message")
+    logged = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(logged) == 3 and all(r.exc_info and r.exc_info[0] is RuntimeError for r in logged)
+
+
 async def test_stop_while_redis_is_away(redis_server: RedisServer, websocket_class: type) -> None:
     hub = turbows.Hub(redis_server.url())
     await hub.start()
