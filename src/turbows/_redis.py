@@ -474,14 +474,23 @@ class RedisBackend(Backend):
         finally:
             # Cancelled again until done: on Python 3.11, a cancel that lands as redis-py's internal
             # wait_for completes is swallowed, and the task would go on (and wait forever).
+            # And stop() cancels the listener again until it is done: a cancel that lands here must
+            # not cut this short, or the reader and writer would outlive the listener (and stop()).
             pending = set(tasks)
+            cancelled = False
             while pending:
                 for task in pending:
                     task.cancel()
-                _, pending = await asyncio.wait(pending, timeout=0.1)
+                try:
+                    _, pending = await asyncio.wait(pending, timeout=0.1)
+                except asyncio.CancelledError:
+                    cancelled = True
+                    pending = {task for task in pending if not task.done()}
             for task in tasks:
                 if not task.cancelled():
                     task.exception()  # retrieved: a failure on a connection being dropped anyway
+            if cancelled:
+                raise asyncio.CancelledError  # once they are done, the cancel goes on
 
     async def _write_subscriptions(self, connections: dict[Any, Any]) -> None:
         changed = self._changed

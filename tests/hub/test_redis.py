@@ -448,6 +448,46 @@ async def test_an_unexpected_error_while_reconnecting_does_not_end_the_listener(
     assert len(logged) == 3 and all(r.exc_info and r.exc_info[0] is RuntimeError for r in logged)
 
 
+async def test_cancelled_again_and_again_the_listener_ends_after_its_reader_and_writer(
+    redis_server: RedisServer, websocket_class: type
+) -> None:
+    """stop() cancels the listener until it is done, because on 3.11 a cancel can be swallowed and a
+    task go on after it. Here the writer takes a few turns of the loop to end once cancelled (as such a
+    task would), and the listener is cancelled at every turn, so a cancel lands while the listener is
+    still ending its reader and writer: by the time it is done, so are they, none left running alone."""
+    async with turbows.Hub(redis_server.url()) as hub:
+        await member_of(hub, websocket_class, "room")
+        backend = hub._backend
+        write_subscriptions = backend._write_subscriptions
+
+        async def slow_to_end(connections: Any) -> None:
+            try:
+                await write_subscriptions(connections)
+            finally:
+                for _ in range(5):
+                    await asyncio.sleep(0)
+
+        backend._write_subscriptions = slow_to_end  # taken up by the next connection's writer
+        admin = redis.Redis.from_url(redis_server.url())
+        try:
+            assert await admin.client_kill_filter(_type="pubsub") == 1
+        finally:
+            await admin.aclose()
+        await until(lambda: hub.stats()["redis_reconnects"] == 1 and hub.connected, "the next connection")
+
+        def serving() -> list[asyncio.Task[Any]]:
+            return [task for task in asyncio.all_tasks() if task.get_coro().__name__ in ("_read", "slow_to_end")]
+
+        await until(lambda: len(serving()) == 2, "the reader and the writer")
+        reader_and_writer = serving()
+        listener = backend._listener
+        with anyio.fail_after(WAIT):
+            while not listener.done():
+                listener.cancel()
+                await asyncio.sleep(0)
+        assert [task for task in reader_and_writer if not task.done()] == []
+
+
 async def test_stop_while_redis_is_away(redis_server: RedisServer, websocket_class: type) -> None:
     hub = turbows.Hub(redis_server.url())
     await hub.start()
