@@ -4,7 +4,7 @@
 
 Each input is what one interpreter's run of ``benchmarks/test_inprocess.py``
 wrote (``TURBOWS_BENCH_JSON``; see conftest.py): its version, the compiled
-core's shape it loads, and median nanoseconds per operation for every
+core's shape it loads, and nanoseconds per operation (the fastest of 30 rounds) for every
 implementation. Writes ``inprocess.json`` ({version: run}), ``inprocess.md``
 and ``inprocess.png`` in the output directory. ``benchmarks/e2e/run.py``
 puts the same tables into ``benchmark.md``.
@@ -71,7 +71,7 @@ def render_markdown(runs: dict[str, dict[str, Any]]) -> str:
     if not runs:
         return ""
     lines = [
-        "In process, per CPython (median ns per operation, each interpreter in its own run; every implementation "
+        "In process, per CPython (ns per operation, the fastest of 30 rounds; each interpreter in its own run; every implementation "
         "of a row timed in that run). Targets: the compiled core as a multiple of raw ASGI (lower is better) or "
         "of Starlette's class.",
         "",
@@ -99,7 +99,7 @@ def render_markdown(runs: dict[str, dict[str, Any]]) -> str:
         names = [name for name in ORDER if any(name in row for row in table.values())]
         lines += [
             "",
-            f"CPython {version} (compiled core: {run.get('shape', '?')}): ns per operation, "
+            f"CPython {version} (compiled core: {run.get('shape', '?')}): ns per operation (fastest round), "
             "and x raw (lower is better) / x faster than Starlette",
             "",
             "| operation | " + " | ".join(LABEL[name] for name in names)
