@@ -1163,18 +1163,30 @@ cdef class _Turn:
     def run(self):
         global _turn
         cdef FanoutWriter writer
+        cdef list writers
+        cdef Py_ssize_t index = 0, count
         if _turn is self:
             _turn = None  # writers queueing from now on go to the next turn
         writers, self.writers = self.writers, None
         if writers is None:
             return
-        for item in writers:
-            writer = <FanoutWriter>item
-            try:
-                writer._flush()
-            except Exception as error:  # one connection's failure: the others still get theirs
-                writer._drop()
-                _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+        count = len(writers)
+        try:
+            while index < count:
+                writer = <FanoutWriter>writers[index]
+                index += 1
+                try:
+                    writer._flush()
+                except Exception as error:  # one connection's failure: the others still get theirs
+                    writer._drop()
+                    _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+        finally:
+            # A BaseException (KeyboardInterrupt, a cancelled loop) ends the loop over the writers:
+            # the rest are not scheduled any more, or none would ever be again (_offer schedules
+            # only a writer that is not), and their frames would wait forever.
+            while index < count:
+                (<FanoutWriter>writers[index]).scheduled = False
+                index += 1
 
 
 cdef _Turn _turn = None

@@ -273,3 +273,52 @@ def test_a_lost_connection_frees_its_protocol_and_its_writer_says_so() -> None:
             gc.enable()
 
     run(main())
+
+
+class Interrupted(BaseException):
+    pass
+
+
+class InterruptingTransport(BufferedTransport):
+    """A transport whose write raises a BaseException: what ends a loop turn early."""
+
+    interrupt = False
+
+    def write(self, data: Any) -> None:
+        if self.interrupt:
+            self.interrupt = False
+            raise Interrupted
+        super().write(data)
+
+
+def test_a_base_exception_while_writing_one_connection_leaves_the_others_able_to_write() -> None:
+    async def main() -> None:
+        first, first_writer, _, first_commands = await connected(ws_per_message_deflate=False)
+        log: list = []
+        commands: asyncio.Queue = asyncio.Queue()
+        second = Harness(WebSocketProtocol, app(log, commands), transport=InterruptingTransport())
+        second.feed(request())
+        await settle()
+        second.transport.take()
+        third, third_writer, _, third_commands = await connected(ws_per_message_deflate=False)
+        second_writer = log[0]["extensions"][FANOUT_EXTENSION]
+        loop = asyncio.get_running_loop()
+        seen: list = []
+        loop.set_exception_handler(lambda loop, context: seen.append(context.get("exception")))
+        second.transport.interrupt = True
+        for writer in (first_writer, second_writer, third_writer):
+            assert writer.write_frame(ServerFrame("one")) == 1
+        await settle()
+        assert any(isinstance(error, Interrupted) for error in seen), seen
+        assert server_frames(first.transport.take()) == [(0x81, b"one")]
+        # The writer after the interrupted one was never flushed, but is not stuck: its next
+        # frame schedules a write, which carries both.
+        assert third_writer.write_frame(ServerFrame("two")) == 1
+        await settle()
+        assert server_frames(third.transport.take()) == [(0x81, b"one"), (0x81, b"two")]
+        for h, queue in ((first, first_commands), (second, commands), (third, third_commands)):
+            queue.put_nowait(None)
+            h.transport.close()
+        await settle()
+
+    run(main())
