@@ -342,6 +342,7 @@ cdef class WebSocketProtocol(FrameReader):
             return
         if self.handshake_complete:
             self._put({"type": "websocket.disconnect", "code": 1012}, 0)
+            self._flush_fanout()  # what the hub queued (and counted as delivered) before the close
             if not self.close_rcvd and not self.transport.is_closing():
                 self._write(frame(0x80 | OP_CLOSE, b"\x03\xf4", 2))
             self.close_sent = True
@@ -469,7 +470,15 @@ cdef class WebSocketProtocol(FrameReader):
             elif result is not None:
                 self.logger.error("ASGI callable should return None, but returned '%s'.", result)
         if self.close_timer is None:
+            # An app that returns in the turn it published in: the hub's frames, queued for
+            # the loop's next turn (and counted as delivered), go out before the transport closes.
+            self._flush_fanout()
             self.transport.close()
+
+    cdef int _flush_fanout(self) except -1:
+        if self.fanout is not None and self.fanout.frames:
+            self.fanout._write_out()
+        return 0
 
     def send_500_response(self):
         if self.initial_response is not None:

@@ -322,3 +322,38 @@ def test_a_base_exception_while_writing_one_connection_leaves_the_others_able_to
         await settle()
 
     run(main())
+
+
+def test_frames_queued_as_the_app_returns_are_written_before_the_transport_closes() -> None:
+    async def main() -> None:
+        scopes: list = []
+
+        async def publishes_and_returns(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "websocket.accept"})
+            writer = scope["extensions"][FANOUT_EXTENSION]
+            assert writer.write_frame(ServerFrame("last words")) == 1  # counted as delivered
+            scopes.append(scope)
+
+        h = Harness(WebSocketProtocol, publishes_and_returns, transport=BufferedTransport())
+        h.feed(request())
+        await settle()
+        assert scopes and h.transport.closed
+        data = h.transport.take()
+        assert data.startswith(b"HTTP/1.1 101 ")
+        assert server_frames(data[data.index(b"\r\n\r\n") + 4 :]) == [(0x81, b"last words")]
+
+    run(main())
+
+
+def test_frames_queued_before_a_shutdown_go_before_its_close() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        assert writer.write_frame(ServerFrame("before the shutdown")) == 1
+        h.protocol.shutdown()
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x81, b"before the shutdown"), (0x88, b"\x03\xf4")]
+        commands.put_nowait(None)
+        await settle()
+
+    run(main())
