@@ -82,6 +82,7 @@ import logging
 import random
 import struct
 from asyncio import InvalidStateError
+from asyncio import _get_running_loop
 from collections import deque
 from zlib import error as ZlibError
 
@@ -330,7 +331,7 @@ cdef class WebSocketProtocol(FrameReader):
         self.writable.set()
         self._unpause(_PAUSED_BY_WRITES)
         if self.fanout is not None and self.fanout.frames and not self.fanout.scheduled:
-            self.fanout._schedule()
+            self.fanout._schedule(self)
 
     def shutdown(self):
         self.stop_keepalive()
@@ -1002,9 +1003,10 @@ cdef class FanoutWriter:
 
     cdef int _over(self) except -1:
         """Whether the connection is over for sending: frames would never reach the peer."""
+        cdef WebSocketProtocol protocol = self.protocol  # held: is_closing() may run other threads' code
         if self._ended():
             return 1
-        if self.protocol.transport.is_closing():
+        if protocol.transport.is_closing():
             self.dead = True
             return 1
         return 0
@@ -1017,59 +1019,85 @@ cdef class FanoutWriter:
     @property
     def pending(self):
         """Bytes queued here plus the transport's write buffer."""
+        cdef WebSocketProtocol protocol = self.protocol
         if self._ended():
             return self.queued
         self.buffered = -1
-        return self.queued + self._buffered()
+        return self.queued + self._buffered(protocol)
 
-    cdef Py_ssize_t _buffered(self) except -1:
-        """The transport's write buffer (the transport being there: see _ended)."""
+    cdef Py_ssize_t _buffered(self, WebSocketProtocol protocol) except -1:
+        """The transport's write buffer (the transport being there: see _ended). ``protocol``
+        is the caller's reference, held: ``self.protocol`` may be cleared meanwhile."""
         if self.buffered < 0:
-            self.buffered = self.protocol.transport.get_write_buffer_size()
+            self.buffered = protocol.transport.get_write_buffer_size()
         return self.buffered
+
+    cdef int _check_thread(self, WebSocketProtocol protocol, object running) except -1:
+        """Refuse a call from anywhere but the connection's own loop: a write from another
+        thread would interleave with the loop's own (connection_lost among them)."""
+        if running is not protocol.loop:
+            raise RuntimeError(
+                "a FanoutWriter is used from its connection's event loop only "
+                "(use loop.call_soon_threadsafe from another thread)")
+        return 0
 
     def write_frame(self, ServerFrame frame not None, Py_ssize_t max_pending=-1):
         """Queue ``frame`` for the next write, unless more than ``max_pending``
         bytes would then be pending (-1: no bound; a connection with nothing
         pending always takes it). Returns 1 (queued), 0 (skipped: over the
         bound) or -1 (the connection is over; nothing is queued)."""
-        return self._offer(frame, max_pending)
+        return self._offer(frame, max_pending, _get_running_loop())
 
-    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending) except -2:
+    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending, object running) except -2:
         cdef bytes data
         cdef Py_ssize_t pending, n
+        cdef bint takeover
         cdef WebSocketProtocol protocol = self.protocol
         if self._ended():
             self._drop()
             return _OVER
+        self._check_thread(protocol, running)
         if not protocol.handshake_complete:
             raise RuntimeError("this connection is not accepted yet: nothing can be written to it")
-        data = self._compressed(message) if protocol.deflate else message.data
-        n = PyBytes_GET_SIZE(data)
+        # With context takeover the compressor takes the message for good: a
+        # frame compressed and then not queued (skipped, or a call below
+        # raising) leaves the peer's inflater behind ours, and its next message
+        # refers back to bytes it never got. So compression comes last, once
+        # the frame is certain to be queued, and the bound is judged on the
+        # uncompressed size (an estimate that errs high).
+        takeover = protocol.deflate and not protocol.deflater.local_no_context_takeover
+        if takeover or not protocol.deflate:
+            data = None
+            n = PyBytes_GET_SIZE(message.data)
+        else:
+            data = self._compressed(protocol, message)  # shared, and no state of ours: safe before the bound
+            n = PyBytes_GET_SIZE(data)
         if max_pending >= 0:
-            pending = self.queued + self._buffered()
+            pending = self.queued + self._buffered(protocol)
             if pending and pending + n > max_pending:
                 # The buffer read may be old: it may have drained since. Read it again.
                 self.buffered = -1
-                pending = self.queued + self._buffered()
+                pending = self.queued + self._buffered(protocol)
                 if pending and pending + n > max_pending:
                     return _SKIPPED
         if self.frames is None:
-            self.frames = [data]
-        else:
-            self.frames.append(data)
-        self.queued += n
+            self.frames = []
         if not self.scheduled:
-            self._schedule()
+            self._schedule(protocol)
+        if data is None:
+            data = self._compressed(protocol, message) if takeover else message.data
+            n = PyBytes_GET_SIZE(data)
+        self.frames.append(data)
+        self.queued += n
         return _QUEUED
 
-    cdef bytes _compressed(self, ServerFrame message):
+    cdef bytes _compressed(self, WebSocketProtocol protocol, ServerFrame message):
         """``message`` for a connection that negotiated permessage-deflate.
         Without context takeover the output depends only on the payload and
         the window bits: compressed once per message and window size, shared.
         With it, this connection's compressor takes the message now, in the
         order the frames are written."""
-        cdef PerMessageDeflate deflater = self.protocol.deflater
+        cdef PerMessageDeflate deflater = protocol.deflater
         cdef bytes payload
         cdef bytes data
         cdef object bits = deflater.local_max_window_bits
@@ -1087,11 +1115,11 @@ cdef class FanoutWriter:
             message.compressed[bits] = data
         return data
 
-    cdef int _schedule(self) except -1:
+    cdef int _schedule(self, WebSocketProtocol protocol) except -1:
         """Have the frames written on the loop's next turn, with every other writer's (see _Turn)."""
         global _turn
         cdef _Turn turn = _turn
-        loop = self.protocol.loop
+        loop = protocol.loop
         if turn is None or turn.loop is not loop:
             turn = _Turn.__new__(_Turn)
             turn.loop = loop
@@ -1104,14 +1132,16 @@ cdef class FanoutWriter:
 
     cdef int _flush(self) except -1:
         """On the loop's turn: write what is queued (held while paused: resume_writing comes back)."""
+        cdef WebSocketProtocol protocol = self.protocol
         self.scheduled = False
-        if self.frames and not (self.protocol is not None and self.protocol.write_paused and not self._over()):
+        if self.frames and not (protocol is not None and protocol.write_paused and not self._over()):
             self._write_out()
         return 0
 
     cdef int _write_out(self) except -1:
         """Write every frame queued, in one call (or drop them, the connection being over)."""
         cdef list frames = self.frames
+        cdef WebSocketProtocol protocol = self.protocol
         if not frames:
             return 0
         if self._over():
@@ -1122,9 +1152,9 @@ cdef class FanoutWriter:
         self.writes += 1
         self.frames_written += len(frames)
         if len(frames) == 1:
-            self.protocol._write(frames[0])
+            protocol._write(frames[0])
         else:
-            self.protocol.transport.writelines(frames)
+            protocol.transport.writelines(frames)
         return 0
 
     cdef int _drop(self) except -1:
@@ -1145,12 +1175,17 @@ cdef class FanoutWriter:
             raise ValueError(f"invalid close code {code}")
         if len(close_payload(code, reason)) > 125:
             raise ValueError("close reason is too long (at most 123 bytes of UTF-8)")
+        cdef WebSocketProtocol protocol = self.protocol  # held: see _buffered
+        if self._ended():
+            self._drop()
+            return False
+        self._check_thread(protocol, _get_running_loop())
         self._drop()
         if self._over():
             return False
-        if not self.protocol.handshake_complete:
+        if not protocol.handshake_complete:
             raise RuntimeError("this connection is not accepted yet: it cannot be closed from here")
-        self.protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
+        protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
         return True
 
 
@@ -1211,18 +1246,24 @@ def write_to_all(ServerFrame frame not None, tuple writers not None, Py_ssize_t 
     rest still get the frame)."""
     cdef Py_ssize_t index, count = len(writers), queued = 0
     cdef int answer
+    cdef WebSocketProtocol protocol
+    running = _get_running_loop()  # once: every writer is checked against it
     cdef FanoutWriter writer
     cdef list refused = None
     for index in range(count):
         item = writers[index]
         if type(item) is not FanoutWriter:
             raise TypeError(f"writers holds FanoutWriter objects, got {type(item).__name__} at {index}")
+        writer = <FanoutWriter>item
+        protocol = writer.protocol
+        if protocol is not None:  # the caller's mistake, not a writer's failure: before any is written
+            writer._check_thread(protocol, running)
     for index in range(count):
         writer = <FanoutWriter>writers[index]
         if writer is skip:
             continue
         try:
-            answer = writer._offer(frame, max_pending)
+            answer = writer._offer(frame, max_pending, running)
         except Exception as error:
             if refused is None:
                 refused = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import random
 import weakref
 import zlib
 from typing import Any
@@ -354,6 +355,78 @@ def test_frames_queued_before_a_shutdown_go_before_its_close() -> None:
         await settle()
         assert server_frames(h.transport.take()) == [(0x81, b"before the shutdown"), (0x88, b"\x03\xf4")]
         commands.put_nowait(None)
+        await settle()
+
+    run(main())
+
+
+def test_a_skipped_frame_never_reaches_the_compressor_with_context_takeover() -> None:
+    """With context takeover the compressor's state is the peer's inflater's: a frame skipped over
+    ``max_pending`` must not have been compressed, or every later message refers back to bytes the
+    peer never got. One inflater for the whole stream, as the peer has, reads every frame written."""
+
+    async def main() -> None:
+        h, writer, log, commands = await connected(
+            extra="sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n",
+            ws_per_message_deflate=True,
+        )
+        # Unlike each other but for what the compressor finds in the ones before (a periodic text
+        # could land a wrong back-reference on equal bytes by chance).
+        sent = ["".join(random.Random(n % 4).choice("abcdefgh ") for _ in range(300)) + str(n) for n in range(8)]
+        assert writer.write_frame(ServerFrame(sent[0]), 1000) == 1
+        await settle()
+        h.transport.buffer_size = 5000  # the peer stalls: over the bound, the next ones are skipped
+        assert [writer.write_frame(ServerFrame(text), 1000) for text in sent[1:4]] == [0, 0, 0]
+        await settle()
+        h.transport.buffer_size = 0  # drained
+        assert [writer.write_frame(ServerFrame(text), 1000) for text in sent[4:]] == [1] * 4
+        commands.put_nowait({"type": "websocket.send", "text": "from the app"})
+        await settle()
+        written = server_frames(h.transport.take())
+        assert [first for first, _ in written] == [0xC1] * 6
+        inflater = zlib.decompressobj(wbits=-15)
+        got = _inflate([payload for _, payload in written], inflater)
+        assert got == [text.encode() for text in [sent[0], *sent[4:], "from the app"]]
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
+
+
+def test_calls_from_another_thread_are_refused() -> None:
+    """The writer and its protocol belong to the connection's loop: from another thread, a write
+    could interleave with connection_lost. Refused, with nothing queued and nothing written."""
+    import threading
+
+    from turbows._protocol_c import write_to_all
+
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        errors: list = []
+
+        def elsewhere() -> None:
+            for call in (
+                lambda: writer.write_frame(ServerFrame("from a thread")),
+                lambda: write_to_all(ServerFrame("from a thread"), (writer,)),
+                lambda: writer.close(1000),
+            ):
+                try:
+                    call()
+                except RuntimeError as error:
+                    errors.append(str(error))
+
+        thread = threading.Thread(target=elsewhere)
+        thread.start()
+        thread.join()
+        assert len(errors) == 3 and all("event loop" in error for error in errors), errors
+        await settle()
+        assert h.transport.take() == b"" and writer.pending == 0 and not writer.closed
+        assert writer.write_frame(ServerFrame("from the loop")) == 1
+        await settle()
+        assert server_frames(h.transport.take()) == [(0x81, b"from the loop")]
+        commands.put_nowait(None)
+        h.transport.close()
         await settle()
 
     run(main())
