@@ -1017,6 +1017,13 @@ cdef class FanoutWriter:
         return bool(self._over())
 
     @property
+    def asgi_send(self):
+        """The ASGI ``send`` this connection's app was given (None once the connection is lost):
+        the hub bypasses ``send`` only where the app's WebSocket sends through this one."""
+        cdef WebSocketProtocol protocol = self.protocol
+        return None if protocol is None else protocol.send
+
+    @property
     def pending(self):
         """Bytes queued here plus the transport's write buffer."""
         cdef WebSocketProtocol protocol = self.protocol

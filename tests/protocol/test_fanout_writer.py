@@ -430,3 +430,105 @@ def test_calls_from_another_thread_are_refused() -> None:
         await settle()
 
     run(main())
+
+
+# -- which member the hub makes, and what it does, on this protocol ----------------------------
+
+
+def _classes() -> dict[str, type]:
+    from starlette.websockets import WebSocket as StarletteWebSocket
+
+    from turbows._cores import CORES, SHAPES
+
+    # Starlette's class, each core, and the compiled core's other shape (both are built here).
+    return {"starlette": StarletteWebSocket, **CORES, **{f"shape-{name}": cls for name, cls in SHAPES.items()}}
+
+
+CLASSES = _classes()
+
+
+def member_app(cls: type, wrap_send: bool, override_send: bool, body: Any, results: dict) -> Any:
+    """An app that accepts through a WebSocket of ``cls``, makes the hub's member for it and runs ``body``.
+    ``wrap_send``: the ASGI send is a middleware's wrapper; ``override_send``: ``send`` is set on the
+    instance. Either records every message in ``results["seen"]``."""
+    from turbows import _runtime
+    from turbows._delivery import Counters, Limits, member_for
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None:
+        seen = results["seen"] = []
+
+        async def wrapped(message: Any) -> None:
+            seen.append(message)
+            await send(message)
+
+        ws = cls(scope, receive, wrapped if wrap_send else send)
+        await ws.accept()
+        if override_send:
+            plain = ws.send
+
+            async def logged(message: Any) -> None:
+                seen.append(message)
+                await plain(message)
+
+            ws.send = logged
+        member = member_for(ws, 1, lambda member: None, Limits(1 << 20, True), Counters(), _runtime.current())
+        member.rooms.add("room")
+        results["member"] = type(member).__name__
+        try:
+            await body(ws, member)
+        finally:
+            member.end()
+
+    return asgi
+
+
+@pytest.mark.parametrize("how", ["instance override", "wrapped ASGI send"])
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_an_instance_override_or_a_wrapped_send_keeps_the_generic_path(name: str, how: str) -> None:
+    from turbows._delivery import Outgoing
+
+    async def body(ws: Any, member: Any) -> None:
+        member.offer(Outgoing("from the hub", 12))
+        for _ in range(50):
+            if any(message.get("text") == "from the hub" for message in results["seen"]):
+                break
+            await asyncio.sleep(0)
+        await ws.close()
+
+    async def main() -> None:
+        h = Harness(
+            WebSocketProtocol,
+            member_app(CLASSES[name], how == "wrapped ASGI send", how == "instance override", body, results),
+            transport=BufferedTransport(),
+            ws_per_message_deflate=False,
+        )
+        h.feed(request())
+        await settle()
+        await settle()
+        data = h.transport.take()
+        assert results["member"] == "QueuedMember"
+        assert {"type": "websocket.send", "text": "from the hub"} in results["seen"]
+        assert (0x81, b"from the hub") in server_frames(data[data.index(b"\r\n\r\n") + 4 :])
+        h.transport.close()
+        await settle()
+
+    results: dict = {}
+    run(main())
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_a_plain_websocket_gets_the_native_member(name: str) -> None:
+    async def body(ws: Any, member: Any) -> None:
+        await ws.close()
+
+    async def main() -> None:
+        h = Harness(WebSocketProtocol, member_app(CLASSES[name], False, False, body, results), transport=BufferedTransport())
+        h.feed(request())
+        await settle()
+        assert results["member"] == "NativeMember"
+        h.transport.close()
+        await settle()
+
+    results: dict = {}
+    run(main())
+
