@@ -370,9 +370,13 @@ class NativeMember(Member):
         if reason is _SLOW:
             # Not websocket.close(): its send would wait for the very buffer that is full.
             try:
-                self._writer.close(SLOW_CODE, SLOW_REASON)
+                closed = self._writer.close(SLOW_CODE, SLOW_REASON)
             except Exception:  # it went meanwhile: nothing left to close
-                pass
+                return
+            if closed:
+                # As websocket.close() would have: the app's next send or close gets Starlette's
+                # WebSocketDisconnected, as on the generic path, not the protocol's refusal.
+                self.websocket.application_state = _DISCONNECTED
 
 
 def offer_native(members: tuple[NativeMember, ...], writers: tuple[Any, ...], outgoing: Outgoing, skip: Member | None) -> None:

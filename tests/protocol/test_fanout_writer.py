@@ -532,3 +532,42 @@ def test_a_plain_websocket_gets_the_native_member(name: str) -> None:
     results: dict = {}
     run(main())
 
+
+@pytest.mark.parametrize("path", ["native", "generic"])
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_after_the_hub_closes_a_slow_member_the_apps_send_gets_websocket_disconnected(name: str, path: str) -> None:
+    """On either path: the hub's close of a slow member leaves the app's WebSocket as its own close would."""
+    from starlette.websockets import WebSocketDisconnected
+
+    from turbows._delivery import _SLOW
+
+    async def body(ws: Any, member: Any) -> None:
+        member.end(_SLOW)
+        await settle()
+        for attempt in ("send_text", "close"):
+            try:
+                await (ws.send_text("late") if attempt == "send_text" else ws.close())
+            except Exception as error:
+                results[attempt] = type(error)
+            else:
+                results[attempt] = None
+
+    async def main() -> None:
+        h = Harness(
+            WebSocketProtocol,
+            member_app(CLASSES[name], False, path == "generic", body, results),
+            transport=BufferedTransport(),
+            ws_per_message_deflate=False,
+        )
+        h.feed(request())
+        await settle()
+        await settle()
+        assert results["member"] == ("NativeMember" if path == "native" else "QueuedMember")
+        data = h.transport.take()
+        assert server_frames(data[data.index(b"\r\n\r\n") + 4 :]) == [(0x88, b"\x03\xf5slow consumer")]
+        assert results["send_text"] is WebSocketDisconnected and results["close"] is WebSocketDisconnected
+        h.transport.close()
+        await settle()
+
+    results: dict = {}
+    run(main())
