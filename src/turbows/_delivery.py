@@ -171,6 +171,10 @@ class Member:
         """Stop delivering at once: drop what waits, leave every room (the message being written finishes)."""
         raise NotImplementedError
 
+    def lost(self) -> bool:
+        """Whether its connection is over for sending, as far as can be seen without sending."""
+        return gone(self.websocket)
+
     def disconnected(self) -> None:
         """Its connection is over: it leaves every room (counted if it was still in one)."""
         if self._ending is None:
@@ -333,6 +337,11 @@ class NativeMember(Member):
     @property
     def writer(self) -> Any:
         return self._writer
+
+    def lost(self) -> bool:
+        # The protocol knows first: a peer that vanished while the app is not receiving
+        # leaves the WebSocket's states as they were, and nothing is sent to find out.
+        return self._writer.closed or gone(self.websocket)
 
     def offer(self, outgoing: Outgoing) -> None:
         # A room offers to its native members all at once (offer_native); this is for one.

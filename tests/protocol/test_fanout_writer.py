@@ -571,3 +571,34 @@ def test_after_the_hub_closes_a_slow_member_the_apps_send_gets_websocket_disconn
 
     results: dict = {}
     run(main())
+
+
+def test_a_lost_native_member_is_not_counted_while_its_app_is_not_receiving() -> None:
+    """The peer vanishes while the app waits on something else: the WebSocket's states still say
+    connected, but the writer knows, so the hub's counts drop it at once."""
+    import turbows
+
+    async def main() -> None:
+        hub = turbows.Hub()
+        joined = asyncio.Event()
+        release = asyncio.Event()
+
+        async def waits(scope: Any, receive: Any, send: Any) -> None:
+            ws = turbows.WebSocket(scope, receive, send)
+            await ws.accept()
+            await hub.add("room", ws)
+            joined.set()
+            await release.wait()  # not receiving: it has not seen the disconnect
+
+        h = Harness(WebSocketProtocol, waits, transport=BufferedTransport())
+        h.feed(request())
+        await joined.wait()
+        assert hub.members("room") == 1 and hub.stats()["native"] == 1
+        h.transport.close()
+        await settle()
+        assert hub.members("room") == 0 and hub.rooms() == [] and hub.stats()["disconnected"] == 1
+        release.set()
+        await settle()
+
+    run(main())
+
