@@ -191,6 +191,7 @@ cdef class WebSocketProtocol(FrameReader):
     cdef bint parse_scheduled
     cdef bint write_paused
     cdef object writable
+    cdef Py_ssize_t sends_waiting  # the app's sends waiting on `writable`
 
     # Keepalive.
     cdef public object ping_interval
@@ -775,8 +776,21 @@ cdef class WebSocketProtocol(FrameReader):
         return message
 
     async def send(self, message):
+        cdef Py_ssize_t mark = -1
         if self.write_paused:
-            await self.writable.wait()
+            if self.fanout is not None:
+                # The hub's frames queued while this send waits come after it, as handed over.
+                mark = self.fanout.appended
+            # While any send waits, the writer's turn holds its frames: the first send
+            # to wake writes those queued before it, then its own (see _write_before).
+            self.sends_waiting += 1
+            try:
+                await self.writable.wait()
+            finally:
+                self.sends_waiting -= 1
+                if self.sends_waiting == 0 and self.fanout is not None and self.fanout.frames \
+                        and not self.fanout.scheduled:
+                    self.fanout._schedule(self)  # none left to write them: the turn does
         if self.disconnected:
             raise ClientDisconnected()
         if type(message) is not dict:
@@ -787,7 +801,7 @@ cdef class WebSocketProtocol(FrameReader):
                 if message_type == "websocket.send":
                     if self.close_rcvd:
                         raise ClientDisconnected()
-                    self._send_data(message)
+                    self._send_data(message, mark)
                     return
                 if message_type == "websocket.close":
                     self._send_close(message)
@@ -887,7 +901,7 @@ cdef class WebSocketProtocol(FrameReader):
             self.start_keepalive()
         return 0
 
-    cdef int _send_data(self, dict message) except -1:
+    cdef int _send_data(self, dict message, Py_ssize_t mark=-1) except -1:
         cdef const char *data
         cdef Py_ssize_t n
         cdef int opcode
@@ -910,9 +924,10 @@ cdef class WebSocketProtocol(FrameReader):
                 data = PyBytes_AS_STRING(payload)
                 n = PyBytes_GET_SIZE(payload)
         if self.fanout is not None and self.fanout.frames:
-            # What the hub queued came first; with context takeover, the
-            # compressor's order must also be the wire's.
-            self.fanout._write_out()
+            # What the hub queued came first (up to `mark`, where this send waited: the
+            # frames queued after wait for it); with context takeover, the compressor's
+            # order must also be the wire's.
+            self.fanout._write_before(mark)
         if self.fanout is not None:
             self.fanout.buffered = -1  # our write below changes the transport's buffer
         if self.deflate:
@@ -974,6 +989,8 @@ cdef class FanoutWriter:
     # Frames queued for the next write (None until the first), and their bytes.
     cdef list frames
     cdef Py_ssize_t queued
+    # Frames ever queued: frames[0] is number `appended - len(frames)` (an app's send marks its place).
+    cdef Py_ssize_t appended
     cdef bint scheduled
     # The transport's write buffer as last read, or -1: read it again. It is
     # read once per write of ours (the app's sends mark it stale), not per
@@ -1096,6 +1113,7 @@ cdef class FanoutWriter:
             n = PyBytes_GET_SIZE(data)
         self.frames.append(data)
         self.queued += n
+        self.appended += 1
         return _QUEUED
 
     cdef bytes _compressed(self, WebSocketProtocol protocol, ServerFrame message):
@@ -1141,7 +1159,8 @@ cdef class FanoutWriter:
         """On the loop's turn: write what is queued (held while paused: resume_writing comes back)."""
         cdef WebSocketProtocol protocol = self.protocol
         self.scheduled = False
-        if self.frames and not (protocol is not None and protocol.write_paused and not self._over()):
+        if self.frames and not (protocol is not None and (protocol.write_paused or protocol.sends_waiting)
+                                and not self._over()):
             self._write_out()
         return 0
 
@@ -1162,6 +1181,35 @@ cdef class FanoutWriter:
             protocol._write(frames[0])
         else:
             protocol.transport.writelines(frames)
+        return 0
+
+    cdef int _write_before(self, Py_ssize_t mark) except -1:
+        """Write the frames queued before ``mark`` (a count of ``appended``; -1: all); the rest
+        stay queued for the loop's turn."""
+        cdef list frames = self.frames
+        cdef list later
+        cdef Py_ssize_t ahead, n = 0
+        cdef WebSocketProtocol protocol = self.protocol
+        if not frames:
+            return 0
+        ahead = len(frames) if mark < 0 else mark - (self.appended - len(frames))
+        if ahead >= len(frames):
+            return self._write_out()
+        if ahead <= 0:
+            if not self.scheduled:
+                self._schedule(protocol)  # the turn held them for this send: they are the turn's again
+            return 0
+        later = frames[ahead:]
+        for data in later:
+            n += PyBytes_GET_SIZE(<bytes>data)
+        self.frames = frames[:ahead]
+        self.queued -= n
+        self._write_out()
+        if self.frames is None and not self._ended():  # written, not dropped: the rest wait for their turn
+            self.frames = later
+            self.queued = n
+            if not self.scheduled:
+                self._schedule(protocol)
         return 0
 
     cdef int _drop(self) except -1:

@@ -602,3 +602,22 @@ def test_a_lost_native_member_is_not_counted_while_its_app_is_not_receiving() ->
 
     run(main())
 
+
+def test_an_app_send_waiting_for_the_buffer_keeps_its_place_before_later_hub_frames() -> None:
+    async def main() -> None:
+        h, writer, log, commands = await connected(ws_per_message_deflate=False)
+        h.protocol.pause_writing()
+        assert writer.write_frame(ServerFrame("hub before")) == 1
+        commands.put_nowait({"type": "websocket.send", "text": "app"})
+        await settle()  # the app's send waits for the buffer to drain
+        assert writer.write_frame(ServerFrame("hub after")) == 1
+        h.protocol.resume_writing()
+        await settle()
+        frames = server_frames(h.transport.take())
+        assert frames == [(0x81, b"hub before"), (0x81, b"app"), (0x81, b"hub after")], frames
+        assert writer.pending == 0
+        commands.put_nowait(None)
+        h.transport.close()
+        await settle()
+
+    run(main())
