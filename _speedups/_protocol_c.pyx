@@ -82,6 +82,7 @@ import logging
 import random
 import struct
 from asyncio import InvalidStateError
+from asyncio import _get_running_loop
 from collections import deque
 from zlib import error as ZlibError
 
@@ -190,6 +191,7 @@ cdef class WebSocketProtocol(FrameReader):
     cdef bint parse_scheduled
     cdef bint write_paused
     cdef object writable
+    cdef Py_ssize_t sends_waiting  # the app's sends waiting on `writable`
 
     # Keepalive.
     cdef public object ping_interval
@@ -330,7 +332,7 @@ cdef class WebSocketProtocol(FrameReader):
         self.writable.set()
         self._unpause(_PAUSED_BY_WRITES)
         if self.fanout is not None and self.fanout.frames and not self.fanout.scheduled:
-            self.fanout._schedule()
+            self.fanout._schedule(self)
 
     def shutdown(self):
         self.stop_keepalive()
@@ -342,6 +344,7 @@ cdef class WebSocketProtocol(FrameReader):
             return
         if self.handshake_complete:
             self._put({"type": "websocket.disconnect", "code": 1012}, 0)
+            self._flush_fanout()  # what the hub queued (and counted as delivered) before the close
             if not self.close_rcvd and not self.transport.is_closing():
                 self._write(frame(0x80 | OP_CLOSE, b"\x03\xf4", 2))
             self.close_sent = True
@@ -469,7 +472,15 @@ cdef class WebSocketProtocol(FrameReader):
             elif result is not None:
                 self.logger.error("ASGI callable should return None, but returned '%s'.", result)
         if self.close_timer is None:
+            # An app that returns in the turn it published in: the hub's frames, queued for
+            # the loop's next turn (and counted as delivered), go out before the transport closes.
+            self._flush_fanout()
             self.transport.close()
+
+    cdef int _flush_fanout(self) except -1:
+        if self.fanout is not None and self.fanout.frames:
+            self.fanout._write_out()
+        return 0
 
     def send_500_response(self):
         if self.initial_response is not None:
@@ -765,8 +776,21 @@ cdef class WebSocketProtocol(FrameReader):
         return message
 
     async def send(self, message):
+        cdef Py_ssize_t mark = -1
         if self.write_paused:
-            await self.writable.wait()
+            if self.fanout is not None:
+                # The hub's frames queued while this send waits come after it, as handed over.
+                mark = self.fanout.appended
+            # While any send waits, the writer's turn holds its frames: the first send
+            # to wake writes those queued before it, then its own (see _write_before).
+            self.sends_waiting += 1
+            try:
+                await self.writable.wait()
+            finally:
+                self.sends_waiting -= 1
+                if self.sends_waiting == 0 and self.fanout is not None and self.fanout.frames \
+                        and not self.fanout.scheduled:
+                    self.fanout._schedule(self)  # none left to write them: the turn does
         if self.disconnected:
             raise ClientDisconnected()
         if type(message) is not dict:
@@ -777,7 +801,7 @@ cdef class WebSocketProtocol(FrameReader):
                 if message_type == "websocket.send":
                     if self.close_rcvd:
                         raise ClientDisconnected()
-                    self._send_data(message)
+                    self._send_data(message, mark)
                     return
                 if message_type == "websocket.close":
                     self._send_close(message)
@@ -877,7 +901,7 @@ cdef class WebSocketProtocol(FrameReader):
             self.start_keepalive()
         return 0
 
-    cdef int _send_data(self, dict message) except -1:
+    cdef int _send_data(self, dict message, Py_ssize_t mark=-1) except -1:
         cdef const char *data
         cdef Py_ssize_t n
         cdef int opcode
@@ -900,9 +924,10 @@ cdef class WebSocketProtocol(FrameReader):
                 data = PyBytes_AS_STRING(payload)
                 n = PyBytes_GET_SIZE(payload)
         if self.fanout is not None and self.fanout.frames:
-            # What the hub queued came first; with context takeover, the
-            # compressor's order must also be the wire's.
-            self.fanout._write_out()
+            # What the hub queued came first (up to `mark`, where this send waited: the
+            # frames queued after wait for it); with context takeover, the compressor's
+            # order must also be the wire's.
+            self.fanout._write_before(mark)
         if self.fanout is not None:
             self.fanout.buffered = -1  # our write below changes the transport's buffer
         if self.deflate:
@@ -964,6 +989,8 @@ cdef class FanoutWriter:
     # Frames queued for the next write (None until the first), and their bytes.
     cdef list frames
     cdef Py_ssize_t queued
+    # Frames ever queued: frames[0] is number `appended - len(frames)` (an app's send marks its place).
+    cdef Py_ssize_t appended
     cdef bint scheduled
     # The transport's write buffer as last read, or -1: read it again. It is
     # read once per write of ours (the app's sends mark it stale), not per
@@ -993,9 +1020,10 @@ cdef class FanoutWriter:
 
     cdef int _over(self) except -1:
         """Whether the connection is over for sending: frames would never reach the peer."""
+        cdef WebSocketProtocol protocol = self.protocol  # held: is_closing() may run other threads' code
         if self._ended():
             return 1
-        if self.protocol.transport.is_closing():
+        if protocol.transport.is_closing():
             self.dead = True
             return 1
         return 0
@@ -1006,61 +1034,95 @@ cdef class FanoutWriter:
         return bool(self._over())
 
     @property
+    def asgi_send(self):
+        """The ASGI ``send`` this connection's app was given (None once the connection is lost):
+        the hub bypasses ``send`` only where the app's WebSocket sends through this one."""
+        cdef WebSocketProtocol protocol = self.protocol
+        return None if protocol is None else protocol.send
+
+    @property
     def pending(self):
         """Bytes queued here plus the transport's write buffer."""
+        cdef WebSocketProtocol protocol = self.protocol
         if self._ended():
             return self.queued
         self.buffered = -1
-        return self.queued + self._buffered()
+        return self.queued + self._buffered(protocol)
 
-    cdef Py_ssize_t _buffered(self) except -1:
-        """The transport's write buffer (the transport being there: see _ended)."""
+    cdef Py_ssize_t _buffered(self, WebSocketProtocol protocol) except -1:
+        """The transport's write buffer (the transport being there: see _ended). ``protocol``
+        is the caller's reference, held: ``self.protocol`` may be cleared meanwhile."""
         if self.buffered < 0:
-            self.buffered = self.protocol.transport.get_write_buffer_size()
+            self.buffered = protocol.transport.get_write_buffer_size()
         return self.buffered
+
+    cdef int _check_thread(self, WebSocketProtocol protocol, object running) except -1:
+        """Refuse a call from anywhere but the connection's own loop: a write from another
+        thread would interleave with the loop's own (connection_lost among them)."""
+        if running is not protocol.loop:
+            raise RuntimeError(
+                "a FanoutWriter is used from its connection's event loop only "
+                "(use loop.call_soon_threadsafe from another thread)")
+        return 0
 
     def write_frame(self, ServerFrame frame not None, Py_ssize_t max_pending=-1):
         """Queue ``frame`` for the next write, unless more than ``max_pending``
         bytes would then be pending (-1: no bound; a connection with nothing
         pending always takes it). Returns 1 (queued), 0 (skipped: over the
         bound) or -1 (the connection is over; nothing is queued)."""
-        return self._offer(frame, max_pending)
+        return self._offer(frame, max_pending, _get_running_loop())
 
-    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending) except -2:
+    cdef int _offer(self, ServerFrame message, Py_ssize_t max_pending, object running) except -2:
         cdef bytes data
         cdef Py_ssize_t pending, n
+        cdef bint takeover
         cdef WebSocketProtocol protocol = self.protocol
         if self._ended():
             self._drop()
             return _OVER
+        self._check_thread(protocol, running)
         if not protocol.handshake_complete:
             raise RuntimeError("this connection is not accepted yet: nothing can be written to it")
-        data = self._compressed(message) if protocol.deflate else message.data
-        n = PyBytes_GET_SIZE(data)
+        # With context takeover the compressor takes the message for good: a
+        # frame compressed and then not queued (skipped, or a call below
+        # raising) leaves the peer's inflater behind ours, and its next message
+        # refers back to bytes it never got. So compression comes last, once
+        # the frame is certain to be queued, and the bound is judged on the
+        # uncompressed size (an estimate that errs high).
+        takeover = protocol.deflate and not protocol.deflater.local_no_context_takeover
+        if takeover or not protocol.deflate:
+            data = None
+            n = PyBytes_GET_SIZE(message.data)
+        else:
+            data = self._compressed(protocol, message)  # shared, and no state of ours: safe before the bound
+            n = PyBytes_GET_SIZE(data)
         if max_pending >= 0:
-            pending = self.queued + self._buffered()
+            pending = self.queued + self._buffered(protocol)
             if pending and pending + n > max_pending:
                 # The buffer read may be old: it may have drained since. Read it again.
                 self.buffered = -1
-                pending = self.queued + self._buffered()
+                pending = self.queued + self._buffered(protocol)
                 if pending and pending + n > max_pending:
                     return _SKIPPED
         if self.frames is None:
-            self.frames = [data]
-        else:
-            self.frames.append(data)
-        self.queued += n
+            self.frames = []
         if not self.scheduled:
-            self._schedule()
+            self._schedule(protocol)
+        if data is None:
+            data = self._compressed(protocol, message) if takeover else message.data
+            n = PyBytes_GET_SIZE(data)
+        self.frames.append(data)
+        self.queued += n
+        self.appended += 1
         return _QUEUED
 
-    cdef bytes _compressed(self, ServerFrame message):
+    cdef bytes _compressed(self, WebSocketProtocol protocol, ServerFrame message):
         """``message`` for a connection that negotiated permessage-deflate.
         Without context takeover the output depends only on the payload and
         the window bits: compressed once per message and window size, shared.
         With it, this connection's compressor takes the message now, in the
         order the frames are written."""
-        cdef PerMessageDeflate deflater = self.protocol.deflater
+        cdef PerMessageDeflate deflater = protocol.deflater
         cdef bytes payload
         cdef bytes data
         cdef object bits = deflater.local_max_window_bits
@@ -1078,11 +1140,11 @@ cdef class FanoutWriter:
             message.compressed[bits] = data
         return data
 
-    cdef int _schedule(self) except -1:
+    cdef int _schedule(self, WebSocketProtocol protocol) except -1:
         """Have the frames written on the loop's next turn, with every other writer's (see _Turn)."""
         global _turn
         cdef _Turn turn = _turn
-        loop = self.protocol.loop
+        loop = protocol.loop
         if turn is None or turn.loop is not loop:
             turn = _Turn.__new__(_Turn)
             turn.loop = loop
@@ -1095,14 +1157,17 @@ cdef class FanoutWriter:
 
     cdef int _flush(self) except -1:
         """On the loop's turn: write what is queued (held while paused: resume_writing comes back)."""
+        cdef WebSocketProtocol protocol = self.protocol
         self.scheduled = False
-        if self.frames and not (self.protocol is not None and self.protocol.write_paused and not self._over()):
+        if self.frames and not (protocol is not None and (protocol.write_paused or protocol.sends_waiting)
+                                and not self._over()):
             self._write_out()
         return 0
 
     cdef int _write_out(self) except -1:
         """Write every frame queued, in one call (or drop them, the connection being over)."""
         cdef list frames = self.frames
+        cdef WebSocketProtocol protocol = self.protocol
         if not frames:
             return 0
         if self._over():
@@ -1113,9 +1178,38 @@ cdef class FanoutWriter:
         self.writes += 1
         self.frames_written += len(frames)
         if len(frames) == 1:
-            self.protocol._write(frames[0])
+            protocol._write(frames[0])
         else:
-            self.protocol.transport.writelines(frames)
+            protocol.transport.writelines(frames)
+        return 0
+
+    cdef int _write_before(self, Py_ssize_t mark) except -1:
+        """Write the frames queued before ``mark`` (a count of ``appended``; -1: all); the rest
+        stay queued for the loop's turn."""
+        cdef list frames = self.frames
+        cdef list later
+        cdef Py_ssize_t ahead, n = 0
+        cdef WebSocketProtocol protocol = self.protocol
+        if not frames:
+            return 0
+        ahead = len(frames) if mark < 0 else mark - (self.appended - len(frames))
+        if ahead >= len(frames):
+            return self._write_out()
+        if ahead <= 0:
+            if not self.scheduled:
+                self._schedule(protocol)  # the turn held them for this send: they are the turn's again
+            return 0
+        later = frames[ahead:]
+        for data in later:
+            n += PyBytes_GET_SIZE(<bytes>data)
+        self.frames = frames[:ahead]
+        self.queued -= n
+        self._write_out()
+        if self.frames is None and not self._ended():  # written, not dropped: the rest wait for their turn
+            self.frames = later
+            self.queued = n
+            if not self.scheduled:
+                self._schedule(protocol)
         return 0
 
     cdef int _drop(self) except -1:
@@ -1136,12 +1230,17 @@ cdef class FanoutWriter:
             raise ValueError(f"invalid close code {code}")
         if len(close_payload(code, reason)) > 125:
             raise ValueError("close reason is too long (at most 123 bytes of UTF-8)")
+        cdef WebSocketProtocol protocol = self.protocol  # held: see _buffered
+        if self._ended():
+            self._drop()
+            return False
+        self._check_thread(protocol, _get_running_loop())
         self._drop()
         if self._over():
             return False
-        if not self.protocol.handshake_complete:
+        if not protocol.handshake_complete:
             raise RuntimeError("this connection is not accepted yet: it cannot be closed from here")
-        self.protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
+        protocol._send_close({"type": "websocket.close", "code": code, "reason": reason})
         return True
 
 
@@ -1163,18 +1262,30 @@ cdef class _Turn:
     def run(self):
         global _turn
         cdef FanoutWriter writer
+        cdef list writers
+        cdef Py_ssize_t index = 0, count
         if _turn is self:
             _turn = None  # writers queueing from now on go to the next turn
         writers, self.writers = self.writers, None
         if writers is None:
             return
-        for item in writers:
-            writer = <FanoutWriter>item
-            try:
-                writer._flush()
-            except Exception as error:  # one connection's failure: the others still get theirs
-                writer._drop()
-                _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+        count = len(writers)
+        try:
+            while index < count:
+                writer = <FanoutWriter>writers[index]
+                index += 1
+                try:
+                    writer._flush()
+                except Exception as error:  # one connection's failure: the others still get theirs
+                    writer._drop()
+                    _logger.error("turbows fan-out: writing to a connection failed", exc_info=error)
+        finally:
+            # A BaseException (KeyboardInterrupt, a cancelled loop) ends the loop over the writers:
+            # the rest are not scheduled any more, or none would ever be again (_offer schedules
+            # only a writer that is not), and their frames would wait forever.
+            while index < count:
+                (<FanoutWriter>writers[index]).scheduled = False
+                index += 1
 
 
 cdef _Turn _turn = None
@@ -1190,18 +1301,24 @@ def write_to_all(ServerFrame frame not None, tuple writers not None, Py_ssize_t 
     rest still get the frame)."""
     cdef Py_ssize_t index, count = len(writers), queued = 0
     cdef int answer
+    cdef WebSocketProtocol protocol
+    running = _get_running_loop()  # once: every writer is checked against it
     cdef FanoutWriter writer
     cdef list refused = None
     for index in range(count):
         item = writers[index]
         if type(item) is not FanoutWriter:
             raise TypeError(f"writers holds FanoutWriter objects, got {type(item).__name__} at {index}")
+        writer = <FanoutWriter>item
+        protocol = writer.protocol
+        if protocol is not None:  # the caller's mistake, not a writer's failure: before any is written
+            writer._check_thread(protocol, running)
     for index in range(count):
         writer = <FanoutWriter>writers[index]
         if writer is skip:
             continue
         try:
-            answer = writer._offer(frame, max_pending)
+            answer = writer._offer(frame, max_pending, running)
         except Exception as error:
             if refused is None:
                 refused = []

@@ -17,8 +17,9 @@ then gets written is the member's own business:
   message (``Outgoing.frame``, a ``ServerFrame``) and handed to each
   member's writer in a plain call, with no task, coroutine or ASGI message
   per member; the writer writes each member's frames once per event-loop
-  turn. A connection whose class overrides ``send`` stays on the generic
-  path, so the override sees every message.
+  turn. A connection whose class or instance overrides ``send``, or whose
+  ASGI send is wrapped by middleware, stays on the generic path, so the
+  override sees every message.
 
 Pending bytes: on the generic path, payload bytes a member has not yet
 handed to its server, the message being handed over included; on the
@@ -169,6 +170,10 @@ class Member:
     def end(self, reason: str = _STOPPED) -> None:
         """Stop delivering at once: drop what waits, leave every room (the message being written finishes)."""
         raise NotImplementedError
+
+    def lost(self) -> bool:
+        """Whether its connection is over for sending, as far as can be seen without sending."""
+        return gone(self.websocket)
 
     def disconnected(self) -> None:
         """Its connection is over: it leaves every room (counted if it was still in one)."""
@@ -333,6 +338,11 @@ class NativeMember(Member):
     def writer(self) -> Any:
         return self._writer
 
+    def lost(self) -> bool:
+        # The protocol knows first: a peer that vanished while the app is not receiving
+        # leaves the WebSocket's states as they were, and nothing is sent to find out.
+        return self._writer.closed or gone(self.websocket)
+
     def offer(self, outgoing: Outgoing) -> None:
         # A room offers to its native members all at once (offer_native); this is for one.
         frame = outgoing.frame
@@ -369,9 +379,13 @@ class NativeMember(Member):
         if reason is _SLOW:
             # Not websocket.close(): its send would wait for the very buffer that is full.
             try:
-                self._writer.close(SLOW_CODE, SLOW_REASON)
+                closed = self._writer.close(SLOW_CODE, SLOW_REASON)
             except Exception:  # it went meanwhile: nothing left to close
-                pass
+                return
+            if closed:
+                # As websocket.close() would have: the app's next send or close gets Starlette's
+                # WebSocketDisconnected, as on the generic path, not the protocol's refusal.
+                self.websocket.application_state = _DISCONNECTED
 
 
 def offer_native(members: tuple[NativeMember, ...], writers: tuple[Any, ...], outgoing: Outgoing, skip: Member | None) -> None:
@@ -398,11 +412,45 @@ def _native_writer(websocket: Any) -> Any:
         return None
     if type(writer) is not _FanoutWriter:
         return None
-    # An override of send (or an ASGI send wrapped by middleware: the scope says nothing of it,
-    # the hub cannot see it) must see every message: only the classes whose send is known.
-    if type(websocket).send not in _PLAIN_SENDS:
+    # An override of send must see every message: only the classes whose send is known,
+    # with nothing set on the instance, and an ASGI send that is the protocol's own (a
+    # middleware's wrapper of it would be bypassed: the scope says nothing of it).
+    if type(websocket).send not in _PLAIN_SENDS or _send_set_on(websocket):
+        return None
+    asgi_send = writer.asgi_send  # None: the connection is lost, and the member leaves at its first message
+    if asgi_send is not None and _unwrapped(getattr(websocket, "_send", None)) != asgi_send:
         return None
     return writer
+
+
+def _send_set_on(websocket: Any) -> bool:
+    """Whether ``send`` is overridden on the instance: the compiled coroutine core keeps
+    the override in ``_send_override``; the others, in the instance's ``__dict__``."""
+    if getattr(websocket, "_send_override", None) is not None:
+        return True
+    try:
+        return "send" in vars(websocket)
+    except TypeError:  # no __dict__: nothing known about it
+        return True
+
+
+# Starlette's routes (and its ExceptionMiddleware) hand the app a ``sender`` closure that
+# only notes an HTTP response's start and awaits the ASGI send: for a websocket it adds
+# nothing, so the send inside it counts. Only that very function is looked through.
+_STARLETTE_SENDER = ("starlette._exception_handler", "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender")
+
+
+def _unwrapped(send: Any) -> Any:
+    """The ASGI send under Starlette's own pass-through wrappers (anything else is returned as is)."""
+    for _ in range(8):  # a route inside a mounted app: a few layers at most
+        code = getattr(send, "__code__", None)
+        if code is None or (getattr(send, "__module__", None), send.__qualname__) != _STARLETTE_SENDER:
+            return send
+        try:
+            send = send.__closure__[code.co_freevars.index("send")].cell_contents
+        except (ValueError, IndexError, TypeError):
+            return None
+    return None
 
 
 def member_for(
@@ -425,9 +473,11 @@ def _plain_sends() -> tuple[Any, ...]:
     """``send`` of every WebSocket class known to hand each message straight to the ASGI send."""
     from starlette.websockets import WebSocket as StarletteWebSocket
 
-    from ._cores import CORES
+    from ._cores import CORES, SHAPES
 
-    return (StarletteWebSocket.send, *(websocket_class.send for websocket_class in CORES.values()))
+    # Both compiled shapes, not only the one this interpreter selects: either may be used directly.
+    classes = (*CORES.values(), *SHAPES.values())
+    return (StarletteWebSocket.send, *(websocket_class.send for websocket_class in classes))
 
 
 try:

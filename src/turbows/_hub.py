@@ -23,7 +23,7 @@ from starlette.websockets import WebSocketState
 
 from . import _payload, _runtime
 from ._backend import Envelope, backend_for
-from ._delivery import Counters, Limits, Member, Outgoing, gone, member_for
+from ._delivery import Counters, Limits, Member, Outgoing, member_for
 from ._rooms import Registry
 
 __all__ = ["MAX_ROOM_NAME", "Hub"]
@@ -305,7 +305,7 @@ class Hub:
         runtime = self._runtime
         if runtime is not None and runtime.is_current():
             for member in members:
-                if gone(member.websocket):
+                if member.lost():
                     member.disconnected()
 
     def members(self, room: str) -> int:

@@ -270,3 +270,51 @@ def test_a_stalled_member_is_bounded_and_the_others_keep_going(server: ServerPro
         await hub.close()
 
     run(scenario(), 120)
+
+
+def _chained(count: int, start: int = 0) -> list[str]:
+    """Messages that a compressor with context takeover encodes partly as references into the one
+    before (each repeats 2 KB of the last's), the rest random (so they fill a buffer, compressed)."""
+    import random
+
+    def fresh(n: int) -> str:
+        return base64.b64encode(random.Random(n).randbytes(9 * 1024)).decode()
+
+    return [f"{n}:" + fresh(n) + fresh(n - 1)[:2048] for n in range(start, start + count)]
+
+
+def test_a_member_that_missed_messages_under_drop_still_inflates_what_follows(server: ServerProcess) -> None:
+    """on_slow="drop" with websockets' default permessage-deflate (our context kept): the messages a
+    stalled member missed never reached our compressor, so every one it gets afterwards inflates."""
+    import socket
+
+    from test_hub import STALL_MAX_PENDING, _drain
+
+    async def scenario() -> None:
+        hub = HubClient(server, max_pending=STALL_MAX_PENDING, on_slow="drop")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
+        stalled = await hub.member("stalled", ["room"], sock=sock, max_queue=1)
+        assert stalled.protocol.extensions != []  # deflate, with the server's context takeover
+        published = 0
+        for _ in range(80):
+            reply = await hub.publish("room", values=_chained(50, published))
+            published += 50
+            if reply["stats"]["dropped"]:
+                break
+        dropped = reply["stats"]["dropped"]
+        assert dropped and reply["stats"]["native"] == 1, reply["stats"]
+        # It reads again: what it was sent, whole, then a few more published once it keeps up.
+        received = await messages(stalled, published - dropped)
+        expected = {message.split(":", 1)[0]: message for message in _chained(published)}
+        assert all(expected[message.split(":", 1)[0]] == message for message in received)
+        after = _chained(5, published)
+        await hub.publish("room", values=after)
+        assert await messages(stalled, 5) == after
+        await stalled.close()
+        assert stalled.close_code == 1000 and await _drain(stalled) == []
+        await hub.close()
+
+    run(scenario(), 120)
