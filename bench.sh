@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark: the in-process pytest-benchmark suite on every CPython 3.11+
+# The benchmark: the in-process suite (benchmarks/interleaved.py: the workloads
+# of benchmarks/test_inprocess.py, every implementation interleaved) on every CPython 3.11+
 # this machine has (the default python3, and each one pyenv holds, each in its
 # own .venv-bench-<version>), then end to end under real ASGI servers (uvicorn
 # + uvloop + httptools with its default websocket protocol, uvicorn with
@@ -97,10 +98,8 @@ if [ "$INPROCESS" = 1 ]; then
     rm -f "$INPROCESS_JSON" results/inprocess-*.json
     for python in "${INPROCESS_PYTHONS[@]}"; do
         version="$(version_of "$python")"
-        say "in-process suite (pytest-benchmark) on CPython $version"
-        TURBOWS_BENCH_JSON="results/inprocess-$version.json" "$python" -m pytest benchmarks/test_inprocess.py \
-            -p no:cacheprovider --benchmark-disable-gc -q --benchmark-columns=median,iqr,rounds \
-            | grep -v '^test_operation\|^-\|^Name (time\|^$' || true
+        say "in-process suite on CPython $version (every implementation interleaved, round by round)"
+        "$python" benchmarks/interleaved.py --json "results/inprocess-$version.json"
     done
     "$PY" benchmarks/inprocess_report.py --out-dir results results/inprocess-*.json >/dev/null
     say "in-process, every interpreter: results/inprocess.md, results/inprocess.json, results/inprocess.png"
