@@ -2,9 +2,9 @@
 
     python benchmarks/inprocess_report.py --out-dir results results/inprocess-*.json
 
-Each input is what one interpreter's run of ``benchmarks/test_inprocess.py``
-wrote (``TURBOWS_BENCH_JSON``; see conftest.py): its version, the compiled
-core's shape it loads, and nanoseconds per operation (the fastest of 30 rounds) for every
+Each input is what one interpreter's run of ``benchmarks/interleaved.py``
+wrote (or of ``benchmarks/test_inprocess.py`` with ``TURBOWS_BENCH_JSON``; see conftest.py): its version, the compiled
+core's shape it loads, and nanoseconds per operation (the fastest round) for every
 implementation. Writes ``inprocess.json`` ({version: run}), ``inprocess.md``
 and ``inprocess.png`` in the output directory. ``benchmarks/e2e/run.py``
 puts the same tables into ``benchmark.md``.
@@ -71,9 +71,9 @@ def render_markdown(runs: dict[str, dict[str, Any]]) -> str:
     if not runs:
         return ""
     lines = [
-        "In process, per CPython (ns per operation, the fastest of 30 rounds; each interpreter in its own run; every implementation "
-        "of a row timed in that run). Targets: the compiled core as a multiple of raw ASGI (lower is better) or "
-        "of Starlette's class.",
+        "In process, per CPython (ns per operation, the fastest of each implementation's rounds, every implementation "
+        "timed round by round in turn in one run per interpreter: benchmarks/interleaved.py). Targets: the compiled "
+        "core as a multiple of raw ASGI (lower is better) or of Starlette's class.",
         "",
         "| CPython | compiled shape | " + " | ".join(target[0] for target in TARGETS)
         + " | compiled faster than pure | pure never slower than Starlette |",

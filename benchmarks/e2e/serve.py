@@ -66,9 +66,25 @@ def serve_hypercorn(port: int) -> None:
     uvloop.run(main())
 
 
-def serve_picows(port: int) -> None:
+def _run_picows(listener_factory, port: int) -> None:
+    """picows' own server on ``port`` with ``listener_factory``, under uvloop, until SIGTERM or SIGINT."""
     import uvloop
-    from picows import WSListener, WSMsgType, ws_create_server
+    from picows import ws_create_server
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        server = await ws_create_server(listener_factory, "127.0.0.1", port)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+
+
+def serve_picows(port: int) -> None:
+    from picows import WSListener, WSMsgType
 
     class Echo(WSListener):
         def on_ws_frame(self, transport, frame) -> None:
@@ -78,21 +94,11 @@ def serve_picows(port: int) -> None:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        server = await ws_create_server(lambda request: Echo(), "127.0.0.1", port)
-        await stop.wait()
-        server.close()
-
-    uvloop.run(main())
+    _run_picows(lambda request: Echo(), port)
 
 
 def serve_picows_broadcast(port: int) -> None:
-    import uvloop
-    from picows import WSListener, WSMsgType, ws_create_server
+    from picows import WSListener, WSMsgType
 
     members: set = set()
 
@@ -112,16 +118,7 @@ def serve_picows_broadcast(port: int) -> None:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
                 transport.disconnect()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        server = await ws_create_server(lambda request: Broadcast(), "127.0.0.1", port)
-        await stop.wait()
-        server.close()
-
-    uvloop.run(main())
+    _run_picows(lambda request: Broadcast(), port)
 
 
 def main() -> None:
