@@ -46,13 +46,15 @@ Deliberate differences from sansio, each for conformance or robustness:
 - a keepalive timeout hands the app a 1011 disconnect (sansio's app sees 1005).
 
 Threading: a protocol is driven by one event loop's thread, as every asyncio
-protocol is; nothing here is shared between connections except immutable
-module constants.
+protocol is; nothing here is shared between connections but immutable module
+constants and the keepalive clock of their event loop (``_PingClock``, one per
+loop and interval, found through a module-level weak dictionary).
 """
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.math cimport ceil
 from libc.stdint cimport uint32_t
 
 from turbows._deflate_c cimport PerMessageDeflate
@@ -83,7 +85,7 @@ import random
 import struct
 from asyncio import InvalidStateError
 from asyncio import _get_running_loop
-from collections import deque
+from weakref import WeakValueDictionary, ref
 from zlib import error as ZlibError
 
 from uvicorn.logging import TRACE_LOG_LEVEL
@@ -130,6 +132,7 @@ cdef enum:
     _OVER = -1     # the connection is over for sending (closed, closing or lost)
 
 cdef class FanoutWriter
+cdef class _PingClock
 
 
 cdef class WebSocketProtocol(FrameReader):
@@ -153,7 +156,6 @@ cdef class WebSocketProtocol(FrameReader):
     # Bound once, so no write looks the method up (about 170 instructions a
     # message, measured with callgrind): every byte out goes through _write.
     cdef object _write
-    cdef object _create_future
     cdef public object server
     cdef public object client
     cdef public str scheme
@@ -173,10 +175,13 @@ cdef class WebSocketProtocol(FrameReader):
     cdef str accept_key
     cdef object extension_header
 
-    # Messages for the app (a deque), and the futures waiting receive() calls
+    # Messages for the app, oldest first, and the futures waiting receive() calls
     # sleep on, one each: the oldest's, then any others' in order (concurrent
     # receive() calls are rare; the common case costs no list operation).
-    cdef object queue
+    # A list, not a deque: it holds a few messages at most (parsing pauses at
+    # ws_max_queue, 32 by default, so pop(0) moves a few pointers), and an idle connection's empty list is 56 bytes where a
+    # deque is 760; `later_waiters` exists only while concurrent receives wait.
+    cdef list queue
     cdef object waiter
     cdef list later_waiters
     cdef Py_ssize_t queue_bytes
@@ -190,13 +195,19 @@ cdef class WebSocketProtocol(FrameReader):
     cdef bytes unread
     cdef bint parse_scheduled
     cdef bint write_paused
+    # Set while writing is not paused; created the first time it is (most
+    # connections never are: an idle one need not carry an Event and its deque).
     cdef object writable
     cdef Py_ssize_t sends_waiting  # the app's sends waiting on `writable`
 
     # Keepalive.
     cdef public object ping_interval
     cdef public object ping_timeout
+    # The timer of the bucket our next ping is in (shared with the connections due
+    # then: never cancel it, stop_keepalive() takes us out), or None.
     cdef public object ping_timer
+    cdef _PingClock ping_clock
+    cdef long long ping_bucket
     cdef public object pong_timer
     cdef public object pending_ping_payload
     cdef public double ping_sent_at
@@ -217,7 +228,6 @@ cdef class WebSocketProtocol(FrameReader):
         self.config = config
         self.app = config.loaded_app
         self.loop = _loop or asyncio.get_event_loop()
-        self._create_future = self.loop.create_future
         self.logger = _logger
         self.root_path = config.root_path
         self.asgi_version = config.asgi_version
@@ -245,9 +255,9 @@ cdef class WebSocketProtocol(FrameReader):
         self.response_started = False
         self.request_head = bytearray()
 
-        self.queue = deque()
+        self.queue = []
         self.waiter = None
-        self.later_waiters = []
+        self.later_waiters = None
         self.queue_bytes = 0
         # uvicorn's ws_max_queue (32 by default) bounds how far the app may lag.
         self.max_queue = max(1, getattr(config, "ws_max_queue", 32) or 32)
@@ -256,12 +266,13 @@ cdef class WebSocketProtocol(FrameReader):
         self.unread = None
         self.parse_scheduled = False
         self.write_paused = False
-        self.writable = asyncio.Event()
-        self.writable.set()
+        self.writable = None
 
         self.ping_interval = config.ws_ping_interval
         self.ping_timeout = config.ws_ping_timeout
         self.ping_timer = None
+        self.ping_clock = None
+        self.ping_bucket = 0
         self.pong_timer = None
         self.pending_ping_payload = None
         self.ping_sent_at = 0.0
@@ -307,7 +318,8 @@ cdef class WebSocketProtocol(FrameReader):
             self.fanout._drop()
             self.fanout.protocol = None
         # Unblock any send() waiting for the buffer to drain: it never will now.
-        self.writable.set()
+        if self.writable is not None:
+            self.writable.set()
         if self.close_timer is not None:
             self.close_timer.cancel()
             self.close_timer = None
@@ -324,12 +336,15 @@ cdef class WebSocketProtocol(FrameReader):
         # reading stops too, so a peer that sends pings and never reads cannot
         # grow our write buffer with pongs.
         self.write_paused = True
+        if self.writable is None:
+            self.writable = asyncio.Event()
         self.writable.clear()
         self._pause(_PAUSED_BY_WRITES)
 
     def resume_writing(self):
         self.write_paused = False
-        self.writable.set()
+        if self.writable is not None:
+            self.writable.set()
         self._unpause(_PAUSED_BY_WRITES)
         if self.fanout is not None and self.fanout.frames and not self.fanout.scheduled:
             self.fanout._schedule(self)
@@ -498,7 +513,7 @@ cdef class WebSocketProtocol(FrameReader):
 
     def stop_keepalive(self):
         if self.ping_timer is not None:
-            self.ping_timer.cancel()
+            self.ping_clock.discard(self)
             self.ping_timer = None
         if self.pong_timer is not None:
             self.pong_timer.cancel()
@@ -507,7 +522,11 @@ cdef class WebSocketProtocol(FrameReader):
 
     def schedule_ping(self):
         delay = max(0.0, self.ping_interval - self.last_ping_rtt)
-        self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+        if self.ping_clock is None:
+            self.ping_clock = _ping_clock(self.loop, self.ping_interval)
+        if self.ping_timer is not None:
+            self.ping_clock.discard(self)
+        self.ping_timer = self.ping_clock.add(self, delay)
 
     def send_keepalive_ping(self):
         self.ping_timer = None
@@ -694,7 +713,7 @@ cdef class WebSocketProtocol(FrameReader):
         """A receive() cancelled while it waited leaves the line."""
         if self.waiter is waiter:
             self.waiter = self.later_waiters.pop(0) if self.later_waiters else None
-        elif waiter in self.later_waiters:
+        elif self.later_waiters is not None and waiter in self.later_waiters:
             self.later_waiters.remove(waiter)
         return 0
 
@@ -749,9 +768,11 @@ cdef class WebSocketProtocol(FrameReader):
     async def receive(self):
         queue = self.queue
         while not queue:
-            waiter = self._create_future()
+            waiter = self.loop.create_future()
             if self.waiter is None:
                 self.waiter = waiter
+            elif self.later_waiters is None:
+                self.later_waiters = [waiter]
             else:
                 self.later_waiters.append(waiter)
             try:
@@ -762,7 +783,7 @@ cdef class WebSocketProtocol(FrameReader):
                 elif queue:
                     self._wake()  # woken, then cancelled: the message is the next waiter's
                 raise
-        message = queue.popleft()
+        message = queue.pop(0)
         if not queue:
             self.queue_bytes = 0
         elif message["type"] == "websocket.receive":
@@ -895,6 +916,8 @@ cdef class WebSocketProtocol(FrameReader):
             checked_headers(message.get("headers", []), "websocket.accept"),
             checked_subprotocol(message.get("subprotocol")),
         )
+        self.accept_key = None  # needed no longer: an idle connection holds no more than it must
+        self.extension_header = None
         if not self.transport.is_closing():
             self.handshake_complete = True
             self._write(response)
@@ -959,6 +982,87 @@ cdef class WebSocketProtocol(FrameReader):
         self._update_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.close)
         return 0
+
+
+# -- keepalive pings -------------------------------------------------------------
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class _PingClock:
+    """The next keepalive ping of every connection on one event loop (with one
+    ping interval), gathered in buckets of ``tick`` seconds with one loop timer
+    per bucket rather than one per connection: a timer per connection (uvloop's
+    handle, its libuv timer, a context and a bound method) was about half a KiB
+    of an idle connection's memory. A ping goes out up to one tick late; a tick
+    is a tenth of the interval, at most a second (uvicorn's default interval is
+    20 s). Not constructible from Python; _ping_clock() hands them out."""
+
+    cdef object loop_ref   # weakly: the clocks are found by loop, and must not keep one alive
+    cdef double tick
+    cdef dict buckets      # bucket index -> {protocol: None}, the connections due then, in order
+    cdef dict timers       # bucket index -> the loop's timer for it
+    cdef object __weakref__
+
+    def __cinit__(self):
+        self.buckets = {}
+        self.timers = {}
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError("_PingClock is internal to turbows' protocol")
+
+    cdef object add(self, WebSocketProtocol protocol, double delay):
+        """Schedule ``protocol``'s ping ``delay`` seconds from now (rounded up to a
+        tick); the bucket's timer, shared, is returned."""
+        cdef long long index = <long long>ceil((protocol.loop.time() + delay) / self.tick)
+        due = self.buckets.get(index)
+        if due is None:
+            due = self.buckets[index] = {}
+            self.timers[index] = protocol.loop.call_at(index * self.tick, self._fire, index)
+        due[protocol] = None
+        protocol.ping_bucket = index
+        return self.timers[index]
+
+    cdef int discard(self, WebSocketProtocol protocol) except -1:
+        due = self.buckets.get(protocol.ping_bucket)
+        if due is not None:
+            due.pop(protocol, None)
+            if not due:
+                del self.buckets[protocol.ping_bucket]
+                self.timers.pop(protocol.ping_bucket).cancel()
+        return 0
+
+    def _fire(self, long long index):
+        due = self.buckets.pop(index, None)
+        self.timers.pop(index, None)
+        if due is None:
+            return
+        for protocol in due:
+            if (<WebSocketProtocol>protocol).ping_timer is None or (<WebSocketProtocol>protocol).ping_bucket != index:
+                continue  # stopped, or moved, by a ping sent before it in this bucket
+            (<WebSocketProtocol>protocol).ping_timer = None
+            try:
+                protocol.send_keepalive_ping()
+            except Exception as error:
+                # As a failing timer callback of its own would be: reported, the others still pinged.
+                (<WebSocketProtocol>protocol).loop.call_exception_handler({
+                    "message": "Exception in a WebSocket keepalive ping",
+                    "exception": error,
+                    "protocol": protocol,
+                })
+
+
+cdef object _clocks = WeakValueDictionary()  # (id(loop), interval) -> _PingClock
+
+
+cdef _PingClock _ping_clock(object loop, double interval):
+    key = (id(loop), interval)
+    cdef _PingClock clock = _clocks.get(key)
+    if clock is None or clock.loop_ref() is not loop:  # none yet, or a dead loop's id reused
+        clock = _PingClock.__new__(_PingClock)
+        clock.loop_ref = ref(loop)
+        clock.tick = min(1.0, interval / 10)
+        _clocks[key] = clock
+    return clock
 
 
 # -- the hub's fan-out ----------------------------------------------------------

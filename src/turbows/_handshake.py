@@ -249,6 +249,36 @@ def negotiate_deflate(
 # -- the scope -------------------------------------------------------------------
 
 
+#: Header names, and the values of the headers below, as the scope's bytes: shared
+#: by every connection that sends the same ones rather than a copy each, as an idle
+#: connection's memory is mostly its scope. The values of other headers (keys,
+#: cookies) rarely repeat, so they are never kept. Bounded: a client choosing
+#: names can fill it to _SHARED_MAX entries, never beyond.
+_SHARED_VALUES = frozenset({
+    "host", "upgrade", "connection", "sec-websocket-version", "sec-websocket-extensions",
+    "origin", "user-agent", "accept-encoding", "accept-language", "cache-control", "pragma",
+})
+_SHARED_MAX = 1024
+_shared: dict[str, bytes] = {}
+
+
+def _shared_bytes(text: str) -> bytes:
+    """``text`` as latin-1 (ASCII for names, which are tokens), one object per distinct text."""
+    data = _shared.get(text)
+    if data is None:
+        data = text.encode("latin-1")
+        if len(_shared) < _SHARED_MAX and len(text) <= 256:
+            _shared[text] = data
+    return data
+
+
+def _scope_headers(headers: Headers) -> list[tuple[bytes, bytes]]:
+    return [
+        (_shared_bytes(name), _shared_bytes(value) if name.lower() in _SHARED_VALUES else value.encode("latin-1"))
+        for name, value in headers
+    ]
+
+
 def websocket_scope(
     target: str,
     headers: Headers,
@@ -276,7 +306,7 @@ def websocket_scope(
         "path": root_path + unquote(raw_path),
         "raw_path": root_path.encode("ascii") + raw_path.encode("ascii"),
         "query_string": query_string.encode("ascii"),
-        "headers": [(name.encode("ascii"), value.encode("latin-1")) for name, value in headers],
+        "headers": _scope_headers(headers),
         "subprotocols": subprotocols,
         "state": state,
         "extensions": {"websocket.http.response": {}},
