@@ -81,7 +81,9 @@ def available_impls() -> list[str]:
 
 
 class Server:
-    def __init__(self, kind: str, impl: str | None, profile: str | None = None) -> None:
+    """One server process (serve.py KIND PORT) on ``python`` (default: this interpreter)."""
+
+    def __init__(self, kind: str, impl: str | None, profile: str | None = None, python: str | None = None) -> None:
         self.kind, self.impl, self.port = kind, impl, free_port()
         env = dict(os.environ)
         env.pop("TURBOWS_NO_EXTENSIONS", None)
@@ -91,7 +93,7 @@ class Server:
             env["TURBOWS_NO_EXTENSIONS"] = "1"
         if profile:
             env["BENCH_PROFILE"] = profile
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "serve.py"), kind, str(self.port)], env=env)
+        self.proc = subprocess.Popen([python or sys.executable, str(HERE / "serve.py"), kind, str(self.port)], env=env)
         deadline = time.monotonic() + 20
         while True:
             if self.proc.poll() is not None:
@@ -105,8 +107,24 @@ class Server:
                 time.sleep(0.05)
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def pid(self) -> int | list[int]:
+        """The PID the server's figures are read from: for granian, its supervisor and its worker."""
+        pids = self.pids()
+        return pids if len(pids) > 1 else pids[0]
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants (granian serves from a child process)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo += [int(child) for child in f.read().split()]
+            except OSError:
+                continue
+        return found
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -117,8 +135,16 @@ class Server:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree (a killed granian supervisor would leave its worker behind)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
 
 
 class Client:
