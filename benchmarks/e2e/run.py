@@ -105,6 +105,23 @@ class Server:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} ({impl}) did not listen on {self.port}")
                 time.sleep(0.05)
+        if kind == "granian":  # its supervisor listens; the worker it spawns answers a little later
+            self.wait_answered(deadline)
+
+    def wait_answered(self, deadline: float) -> None:
+        """Until an HTTP request to app.py's /idle-count is answered."""
+        request = f"GET /idle-count HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n"
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 1) as s:
+                    s.sendall(request.encode())
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} ({self.impl}) did not answer on {self.port}")
+            time.sleep(0.05)
 
     @property
     def pid(self) -> int | list[int]:
@@ -207,6 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fanout", action="store_true")
     p.add_argument("--fanout-only", action="store_true", help="skip the echo workloads and the echo ceiling")
     p.add_argument("--no-ceiling", action="store_true")
+    p.add_argument("--whole-path-python", action="append", metavar="PYTHON",
+                   help="the whole path's servers on this interpreter (repeatable: one table each; default this "
+                        "one; --quick: the first only); the load client stays on this one")
+    p.add_argument("--whole-path-only", action="store_true",
+                   help="the whole path and the idle test alone: writes wholepath.{json,md,png} and idle.json")
+    p.add_argument("--no-whole-path", action="store_true")
+    p.add_argument("--whole-path-conns", type=int, default=8, help="connections (default 8, as the targets say)")
+    p.add_argument("--whole-path-rows", help="comma list of starlette-sansio,turbows-sansio,turbows-native,granian,picows")
+    p.add_argument("--whole-path-workloads", help="comma list of text,json150,bytes64k,bytes1m")
+    p.add_argument("--idle-conns", type=int,
+                   help="idle connections per server (default 10000, --quick 2000; 0: no idle test)")
+    p.add_argument("--idle-rows", help="comma list of the whole path's rows for the idle test (default all)")
     p.add_argument("--inprocess-json", help="inprocess_report.py's inprocess.json (every interpreter's run), merged into the outputs")
     p.add_argument("--out-dir", default="results")
     args = p.parse_args(argv)
@@ -236,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     fanout_servers = (args.fanout_servers or "uvicorn,uvicorn-turbows,picows-broadcast").split(",")
     client = Client()
     try:
+        if not args.no_whole_path:
+            results["wholepath"] = whole_path(client, args, reps, duration, warmup)
+            write_whole_path(results, Path(args.out_dir))
+            if args.whole_path_only:
+                return 0
         if not args.no_ceiling:
             server = Server("picows", None)
             try:
@@ -296,6 +330,42 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the figures stand without the chart
         log(f"chart not written: {type(exc).__name__}: {exc}")
     return 0
+
+
+def whole_path(client, args, reps: int, duration: float, warmup: float) -> dict:
+    """The whole-path table's figures and the idle test, per server interpreter: {version: run}."""
+    import wholepath
+
+    pythons = args.whole_path_python or [sys.executable]
+    if args.quick:
+        pythons = pythons[:1]
+    rows = (args.whole_path_rows or ",".join(wholepath.ROWS)).split(",")
+    idle_conns = args.idle_conns if args.idle_conns is not None else (2000 if args.quick else 10_000)
+    out = {}
+    for python in pythons:
+        run = wholepath.run_whole_path(
+            client, python, rows=rows, workloads=(args.whole_path_workloads or ",".join(wholepath.WORKLOADS)).split(","),
+            conns=args.whole_path_conns, reps=reps, duration=duration, warmup=warmup,
+            idle_rows=(args.idle_rows or ",".join(rows)).split(","), idle_conns=idle_conns)
+        out[run["versions"]["python"]] = run
+    return out
+
+
+def write_whole_path(results: dict, out: Path) -> None:
+    """wholepath.{json,md,png} and idle.json: what the whole path measured, readable without benchmark.*."""
+    import wholepath
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = results["wholepath"]
+    (out / "wholepath.json").write_text(json.dumps({"machine": results["machine"], "wholepath": runs}, indent=2))
+    (out / "idle.json").write_text(json.dumps({"machine": results["machine"], **{
+        version: run["idle"] for version, run in runs.items() if run.get("idle")}}, indent=2))
+    (out / "wholepath.md").write_text(wholepath.render_markdown(runs))
+    try:
+        wholepath.render_png(runs, out / "wholepath.png", results["machine"])
+    except Exception as exc:  # the figures stand without the chart
+        log(f"whole-path chart not written: {type(exc).__name__}: {exc}")
+    log(f"wrote {out / 'wholepath.md'}, {out / 'wholepath.json'}, {out / 'wholepath.png'}, {out / 'idle.json'}")
 
 
 def run_fanout(client, started: dict, settings: dict, reps: int, duration: float, warmup: float,
@@ -378,6 +448,12 @@ def render_markdown(results: dict) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date']}",
         "",
+    ]
+    if results.get("wholepath"):
+        import wholepath
+
+        lines += [wholepath.render_markdown(results["wholepath"]).rstrip("\n"), "", "### Every server and class", ""]
+    lines += [
         f"End to end: messages/s, median of {s['reps']} alternating runs of {s['duration_s']} s (min-max); "
         "x = times Starlette's class; round trip p50/p99 in µs; server CPU µs per message.",
         "",
