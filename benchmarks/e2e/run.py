@@ -251,8 +251,9 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (0.5 if quick else 0.6)
     warmup = args.warmup or (0.2 if quick else 0.25)
     impls = available_impls()
-    log(f"classes: {', '.join(impls)}; servers: {', '.join(servers)}; workloads: {', '.join(workloads)}; "
-        f"connections: {levels}; {reps} alternating reps of {duration}s (+{warmup}s warm-up)")
+    if not args.whole_path_only:
+        log(f"classes: {', '.join(impls)}; servers: {', '.join(servers)}; workloads: {', '.join(workloads)}; "
+            f"connections: {levels}; {reps} alternating reps of {duration}s (+{warmup}s warm-up)")
 
     results: dict = {"machine": machine(), "settings": {
         "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,

@@ -138,7 +138,8 @@ def mark(met: bool | None) -> str:
 
 def render_markdown(wholepath: dict) -> str:
     lines = []
-    for version, run in wholepath.items():
+    for version in sorted(wholepath, key=version_key):
+        run = wholepath[version]
         s, v = run["settings"], run["versions"]
         idle_run = run.get("idle", {})
         lines += [
@@ -168,18 +169,29 @@ def render_markdown(wholepath: dict) -> str:
             kib = idle_kib(run, row)
             cols.append(f"{kib:.1f}" if kib is not None else "-")
             lines.append(f"| {ROWS[row][0]} | " + " | ".join(cols) + " |")
+        lines += ["", "Server CPU µs per message (the server's process tree, utime + stime over the window; "
+                  "on a machine whose cores the client and server share, the fairer comparison at 64 KiB and 1 MiB):",
+                  "", "| server | " + " | ".join(WORKLOAD_LABEL[w] for w in s["workloads"]) + " |",
+                  "|---|" + "---:|" * len(s["workloads"])]
+        for row in s["rows"]:
+            cpu = [run["cells"].get(w, {}).get(row, {}).get("server_cpu_us_per_msg") for w in s["workloads"]]
+            lines.append(f"| {ROWS[row][0]} | " + " | ".join(f"{c:,.1f}" if c else "n/a" for c in cpu) + " |")
         lines += ["", "Targets (turbows' class on turbows' protocol):", ""]
         for label, _, met, shown in targets(run):
             lines.append(f"- {label}: {shown}, {mark(met)}")
         big = [(w, run["cells"].get(w, {}).get(CEILING)) for w in ("bytes64k", "bytes1m")]
-        notes = [f"{WORKLOAD_LABEL[w]} {c['msg_per_s']:,.0f} msg/s with the client at "
-                 f"{c.get('client_cpu_share', 0):.0%} of a core"
+        notes = [f"{WORKLOAD_LABEL[w]} {c['msg_per_s']:,.0f} msg/s, the client {c.get('client_cpu_us_per_msg', 0):,.0f} "
+                 f"µs/msg ({c.get('client_cpu_share', 0):.0%} of a core), the server "
+                 f"{c.get('server_cpu_us_per_msg') or 0:,.0f} µs/msg ({c.get('server_cpu_share') or 0:.0%})"
                  for w, c in big if c and "msg_per_s" in c]
         if notes:
-            lines += ["", "picows' own server (the load client's ceiling at large messages): " + "; ".join(notes) + "."]
+            lines += ["", "Against picows' own server: " + "; ".join(notes) + ". At these sizes most of either "
+                      "side's time is the kernel's copies through loopback, so the client costs about what "
+                      "picows' server does: where both are near a core, that row measures the pair."]
         took = f"Took {run.get('throughput_s', 0):.0f} s" + (f" + {run['idle_s']:.0f} s idle test" if "idle_s" in run else "")
         lines += ["", took + ".", ""]
-    idle_runs = {version: run["idle"] for version, run in wholepath.items() if run.get("idle")}
+    idle_runs = {version: wholepath[version]["idle"] for version in sorted(wholepath, key=version_key)
+                 if wholepath[version].get("idle")}
     if idle_runs:
         lines += ["### Idle connections", "", idle.render_markdown(idle_runs)]
     return "\n".join(lines)
@@ -200,60 +212,76 @@ COLOURS = {"starlette-sansio": "#9e9e9e", "turbows-sansio": "#64b5f6", "turbows-
            "granian": "#ef6c00", "picows": "#2e7d32"}
 
 
+def version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def render_png(wholepath: dict, path: Path, machine: dict) -> None:
-    """Per CPython: throughput as times picows (msg/s on the bars) and idle memory per connection."""
+    """Per CPython (oldest first): throughput as times picows, whiskers min-max, msg/s on the bars;
+    turbows' targets dashed; and server memory per idle connection."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    versions = list(wholepath)
-    fig, axes = plt.subplots(len(versions), 2, figsize=(14, 4.2 * len(versions)), squeeze=False,
+    versions = sorted(wholepath, key=version_key)
+    fig, axes = plt.subplots(len(versions), 2, figsize=(14, 3.8 * len(versions) + 1), squeeze=False,
                              gridspec_kw={"width_ratios": [3, 1]})
     fig.suptitle("The whole path: full ASGI against picows' own echo server (no ASGI), per CPython\n"
                  f"{machine['cpu']}, {machine['cores']} cores, {machine['date'][:10]}", fontsize=11)
+    handles: dict = {}
     for (ax, mem), version in zip(axes, versions):
         run = wholepath[version]
         rows, workloads = run["settings"]["rows"], run["settings"]["workloads"]
         width = 0.8 / len(rows)
         for j, row in enumerate(rows):
-            xs, ys = [], []
+            xs, ys, lo, hi = [], [], [], []
             for i, workload in enumerate(workloads):
                 cells = run["cells"].get(workload, {})
                 r = ratio(cells, row, CEILING)
                 if r is None:
                     continue
+                cell, ceiling = cells[row], cells[CEILING]["msg_per_s"]
                 x = i + (j - (len(rows) - 1) / 2) * width
                 xs.append(x)
                 ys.append(r)
-                ax.annotate(f"{cells[row]['msg_per_s'] / 1000:,.1f}k", (x, r), ha="center", va="bottom",
-                            fontsize=6, rotation=90)
-            ax.bar(xs, ys, width, label=ROWS[row][0], color=COLOURS.get(row))
+                lo.append(r - cell["msg_per_s_min"] / ceiling)
+                hi.append(cell["msg_per_s_max"] / ceiling - r)
+                ax.annotate(f"{cell['msg_per_s'] / 1000:,.1f}k", (x, cell["msg_per_s_max"] / ceiling),
+                            ha="center", va="bottom", fontsize=6, rotation=90)
+            handles[row] = ax.bar(xs, ys, width, yerr=[lo, hi], capsize=1.5, error_kw={"linewidth": 0.6},
+                                  label=ROWS[row][0], color=COLOURS.get(row))
         for label, workload, row, against, factor in THROUGHPUT_TARGETS:
-            if against == CEILING and workload in workloads:
+            if workload not in workloads:
+                continue
+            base = ratio(run["cells"].get(workload, {}), against, CEILING)
+            if base is not None:  # a target against another row: drawn where it lands, in times picows
                 i = workloads.index(workload)
-                ax.hlines(factor, i - 0.45, i + 0.45, colors="#c62828", linestyles="dashed", linewidth=1)
+                ax.hlines(factor * base, i - 0.45, i + 0.45, colors="#c62828", linestyles="dashed", linewidth=1)
         ax.set_xticks(range(len(workloads)))
         ax.set_xticklabels([WORKLOAD_LABEL[w] for w in workloads], fontsize=8)
-        ax.set_ylabel("x picows' own server (labels: msg/s)")
-        ax.set_title(f"CPython {version}: msg/s at {run['settings']['conns']} connections, as times picows "
-                     "(dashed: turbows' target)", fontsize=9)
-        ax.margins(y=0.2)
+        ax.set_ylabel("x picows' own server")
+        ax.set_title(f"CPython {version}: msg/s at {run['settings']['conns']} connections as times picows' own "
+                     "server (labels: msg/s; dashed: turbows' protocol's target)", fontsize=9)
+        ax.margins(y=0.25)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left")
         kib = [(row, idle_kib(run, row)) for row in rows]
         kib = [(row, k) for row, k in kib if k is not None]
         if kib:
-            mem.barh([ROWS[row][0].replace(", ", ",\n", 1) for row, _ in kib], [k for _, k in kib],
-                     color=[COLOURS.get(row) for row, _ in kib])
+            mem.barh(range(len(kib)), [k for _, k in kib], color=[COLOURS.get(row) for row, _ in kib])
+            mem.set_yticks(range(len(kib)))
+            mem.set_yticklabels([ROWS[row][0].replace(", ", ",\n", 1) for row, _ in kib], fontsize=6)
             for y, (_, k) in enumerate(kib):
-                mem.annotate(f"{k:.1f}", (k, y), va="center", fontsize=7)
+                mem.annotate(f" {k:.1f}", (k, y), va="center", fontsize=7)
             mem.axvline(IDLE_TARGET_KIB, color="#c62828", linestyle="dashed", linewidth=1)
             mem.set_xscale("log")
+            mem.set_xlim(1, max(k for _, k in kib) * 4)
             mem.invert_yaxis()
-            mem.tick_params(axis="y", labelsize=6)
-        mem.set_title(f"idle memory, KiB per connection (log; dashed: {IDLE_TARGET_KIB:g} KiB target)", fontsize=8)
-    fig.tight_layout()
+        mem.set_title(f"server KiB per idle connection, at {idle_connections(run.get('idle', {}))} "
+                      f"(log; dashed: {IDLE_TARGET_KIB:g} KiB)", fontsize=8)
+    fig.legend([handles[row] for row in handles], [ROWS[row][0] for row in handles], loc="lower center",
+               ncol=len(handles), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
