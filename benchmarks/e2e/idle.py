@@ -3,6 +3,9 @@
     python benchmarks/e2e/idle.py [--conns 10000] [--rows turbows-native,turbows-sansio,granian]
                                   [--server-python PY] [--json results/idle.json]
 
+Writes ``{"machine": ..., "idle": {python version: run}}`` (run.py's whole
+path writes the same file, from its own runs).
+
 Per server (one fresh process each, one after another): open one connection
 and close it (so what the server loads on its first connection is not
 counted), read the server's memory, then open ``--conns`` connections, each
@@ -36,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from run import Server, log  # noqa: E402
+from run import Server, log, machine  # noqa: E402
 
 #: The servers of the whole-path table: key -> (label, serve.py kind, WebSocket class).
 ROWS = {
@@ -233,8 +236,9 @@ def run_idle(rows: list[str], conns: int, python: str | None = None, parallel: i
         conns = usable
     for row in rows:
         label, kind, impl = ROWS[row]
-        server = Server(kind, impl, python=python)
+        server = None
         try:
+            server = Server(kind, impl, python=python)
             limit = open_file_limit_of(server.proc.pid)
             if limit is not None and limit - SPARE_FDS < conns:
                 out.setdefault("server_note", {})[row] = f"server RLIMIT_NOFILE {limit}"
@@ -243,7 +247,7 @@ def run_idle(rows: list[str], conns: int, python: str | None = None, parallel: i
         except Exception as exc:  # report, go on with the next server
             result = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
-            if server.proc.poll() is None:
+            if server is not None and server.proc.poll() is None:
                 server.kill()
         result["label"] = label
         out["rows"][row] = result
@@ -310,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"idle connections on CPython {version} servers: {args.conns} per server")
         results[version] = run_idle(args.rows.split(","), args.conns, python, args.parallel)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(results, indent=2))
+    Path(args.json).write_text(json.dumps({"machine": machine(), "idle": results}, indent=2))
     print(render_markdown(results))
     log(f"wrote {args.json}")
     return 0

@@ -359,7 +359,7 @@ def write_whole_path(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     runs = results["wholepath"]
     (out / "wholepath.json").write_text(json.dumps({"machine": results["machine"], "wholepath": runs}, indent=2))
-    (out / "idle.json").write_text(json.dumps({"machine": results["machine"], **{
+    (out / "idle.json").write_text(json.dumps({"machine": results["machine"], "idle": {
         version: run["idle"] for version, run in runs.items() if run.get("idle")}}, indent=2))
     (out / "wholepath.md").write_text(wholepath.render_markdown(runs))
     try:

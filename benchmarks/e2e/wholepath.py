@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import idle
-from run import Server, fmt_rate, log, summarise
+from run import Server, log, summarise
+from serve import GRANIAN_OPTIONS
 
 ROWS = idle.ROWS
 CEILING = "picows"
@@ -77,9 +78,13 @@ def run_whole_path(client, python: str, *, rows: list[str], workloads: list[str]
     try:
         for row in rows:
             _, kind, impl = ROWS[row]
-            started[row] = Server(kind, impl, python=python)
+            try:
+                started[row] = Server(kind, impl, python=python)
+            except RuntimeError as exc:  # e.g. no granian in that environment: the other rows still run
+                out.setdefault("errors", {})[row] = str(exc)
+                log(f"whole path: {row} not measured: {exc}")
         for workload in workloads:
-            runs: dict[str, list] = {row: [] for row in rows}
+            runs: dict[str, list] = {row: [] for row in started}
             for _ in range(reps):
                 for row, server in started.items():
                     route = "/" if ROWS[row][1] == "picows" else WORKLOADS[workload]
@@ -151,12 +156,16 @@ def render_markdown(wholepath: dict) -> str:
             f"connection waiting in `receive`, at {idle_connections(idle_run)} connections. "
             f"turbows {v.get('turbows')}, Starlette {v.get('starlette')}, uvicorn {v.get('uvicorn')} "
             f"(default ws: {v.get('uvicorn_default_ws')}; uvloop {v.get('uvloop')}, httptools {v.get('httptools')}), "
-            f"websockets {v.get('websockets')}, granian {v.get('granian')}, picows {v.get('picows')}.",
+            f"websockets {v.get('websockets')}, granian {v.get('granian')} (`granian {' '.join(GRANIAN_OPTIONS)}`), "
+            f"picows {v.get('picows')}.",
             "",
             "| server | " + " | ".join(WORKLOAD_LABEL[w] for w in s["workloads"]) + " | idle memory KiB/conn |",
             "|---|" + "---:|" * (len(s["workloads"]) + 1),
         ]
         for row in s["rows"]:
+            if row in run.get("errors", {}):
+                lines.append(f"| {ROWS[row][0]} | not measured: {run['errors'][row]} |" + " |" * len(s["workloads"]))
+                continue
             cols = []
             for workload in s["workloads"]:
                 cells = run["cells"].get(workload, {})
