@@ -14,8 +14,9 @@
 # Writes results/benchmark.{json,md,png}, results/inprocess.{json,md,png},
 # results/wholepath.{json,md,png} and results/idle.json.
 #
-#   ./bench.sh            full run (under 10 minutes on 2 cores)
-#   ./bench.sh --quick    about a minute: uvicorn only, fewer cells, shorter runs
+#   ./bench.sh            full run (under 15 minutes on 2 cores, 3 interpreters)
+#   ./bench.sh --quick    about two minutes: the whole path on the default interpreter only
+#                         (2,000 idle connections), then uvicorn only, fewer cells, shorter runs
 #   ./bench.sh --no-inprocess ...   skip the in-process suite
 #   ./bench.sh --inprocess-only     the in-process suite alone, on every interpreter
 #   ./bench.sh --no-redis ...       skip the cross-worker Redis step (results/redis.md)

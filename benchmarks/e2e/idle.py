@@ -265,9 +265,12 @@ def render_markdown(idle: dict) -> str:
     """The scale test's table, one per interpreter."""
     lines = []
     for version, run in idle.items():
+        server_limits = sorted({r["server_open_file_limit"] for r in run["rows"].values()
+                                if r.get("server_open_file_limit")})
         lines += [
             f"Idle connections, CPython {version} servers: {run['requested_conns']:,} WebSocket connections "
-            f"requested (open-file limit: client {run['client_open_file_limit']:,}), each accepted and its app "
+            f"requested (open-file limit, raised to the hard limit: client {run['client_open_file_limit']:,}, "
+            f"server {', '.join(f'{n:,}' for n in server_limits) or 'n/a'}), each accepted and its app "
             "waiting in `receive`; server memory per connection = (after - before) / N over the server's "
             "process tree; accept time: the first connect to the last 101, 64 handshakes in flight.",
             "",
@@ -284,6 +287,8 @@ def render_markdown(idle: dict) -> str:
                          + (f" {row['error']}" if row.get("error") else ""))
         if run.get("note"):
             lines += ["", run["note"]]
+        for row, note in run.get("server_note", {}).items():
+            lines += ["", f"{ROWS[row][0]}: {note}, fewer connections than requested."]
         lines.append("")
     return "\n".join(lines)
 

@@ -15,6 +15,14 @@ docs' connection manager on Starlette's class and on turbows', and
 ``--fanout-window`` messages in flight, the hub again with one member that
 stops reading, and granian's method (every member sends) at 16 and 64.
 Writes results/benchmark.json, results/benchmark.md and results/benchmark.png.
+
+First, the whole path (wholepath.py; ``--no-whole-path`` skips it,
+``--whole-path-only`` runs it alone): Starlette's and turbows' class on
+uvicorn's default protocol, turbows' class on turbows' protocol, granian and
+picows' own echo server, text, JSON 150 B, 64 KiB and 1 MiB, then the idle
+test (idle.py), with the servers on each ``--whole-path-python`` interpreter
+in turn and this load client; it leads benchmark.md, and also writes
+results/wholepath.{json,md,png} and results/idle.json.
 """
 
 from __future__ import annotations
