@@ -6,6 +6,11 @@
 - ``/text``: ``receive_text`` + ``send_text`` echo
 - ``/json``: ``receive_json`` + ``send_json`` echo (text frames)
 - ``/jsonbin``: the same with ``mode="binary"`` (binary frames)
+- ``/bytes``: ``receive_bytes`` + ``send_bytes`` echo (the whole path's 64 KiB
+  and 1 MiB messages: binary, as picows' own server echoes them)
+- ``/idle``: ``accept``, then wait in ``receive`` until the client goes (the
+  idle-connection scale test); an HTTP GET of ``/idle-count`` answers how many
+  connections are accepted and waiting, so the test reads memory only once all are
 - ``/fanout``: a connection manager of the FastAPI docs' shape: every JSON
   message received from any client is broadcast to every connection.
 - ``/fanout-hub``: the same with ``turbows.Hub``: every connection joins one
@@ -68,6 +73,34 @@ async def json_binary_echo(ws) -> None:
         await ws.send_json(await ws.receive_json(mode="binary"), mode="binary")
 
 
+async def bytes_echo(ws) -> None:
+    await ws.accept()
+    while True:
+        await ws.send_bytes(await ws.receive_bytes())
+
+
+#: Connections of ``/idle`` that have been accepted and not yet gone.
+idle_connections = 0
+
+
+async def idle(ws) -> None:
+    global idle_connections
+    await ws.accept()
+    idle_connections += 1
+    try:
+        while (await ws.receive())["type"] != "websocket.disconnect":
+            pass
+    finally:
+        idle_connections -= 1
+
+
+async def idle_count(send) -> None:
+    body = str(idle_connections).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def fanout(ws) -> None:
     await manager.connect(ws)
     try:
@@ -93,6 +126,8 @@ ROUTES = {
     "/text": text_echo,
     "/json": json_echo,
     "/jsonbin": json_binary_echo,
+    "/bytes": bytes_echo,
+    "/idle": idle,
     "/fanout": fanout,
     "/fanout-hub": fanout_hub,
 }
@@ -107,6 +142,9 @@ async def app(scope, receive, send) -> None:
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+    if scope["type"] == "http" and scope["path"] == "/idle-count":
+        await idle_count(send)
+        return
     if scope["type"] != "websocket":
         return
     handler = ROUTES.get(scope["path"])

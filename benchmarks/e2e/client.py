@@ -6,8 +6,10 @@ Each command line gets one JSON result line on stdout. Commands:
   ``conns`` connections each doing round trips (send, wait for the echo,
   send again) for ``warmup`` + ``duration`` seconds; only the ``duration``
   window is counted. Result: messages/s, p50/p99 round trip, the client's CPU
-  per message and (``server_pid``) the server's CPU per message, read from
-  /proc/PID/stat at the window's edges.
+  per message and (``server_pid``: a PID, or a list of them, summed) the
+  server's CPU per message, read from /proc/PID/stat at the window's edges.
+  ``payload`` ``bytes64k`` and ``bytes1m``: binary messages of 64 KiB and
+  1 MiB, checked byte for byte (the echo must return what was sent).
 - ``{"op": "fanout", "url", "conns", "duration", "warmup", "server_pid",
   "window", "stalled"}``: ``conns`` connections to the broadcast app;
   connection 0 sends JSON messages of 150 B, keeping ``window`` (default 1)
@@ -47,16 +49,28 @@ PAYLOADS = {
     "json150": (WSMsgType.TEXT, orjson.dumps(json_object(150))),
     "json4k": (WSMsgType.TEXT, orjson.dumps(json_object(4096))),
     "jsonbin": (WSMsgType.BINARY, orjson.dumps(json_object(150))),
+    # Not all one byte, so that a server's unmasking is checked (a mask xor a constant is a constant).
+    "bytes64k": (WSMsgType.BINARY, bytes(range(256)) * 256),
+    "bytes1m": (WSMsgType.BINARY, bytes(range(256)) * 4096),
 }
+#: The payloads checked byte for byte; the others are JSON, checked by value.
+EXACT = {"text", "bytes64k", "bytes1m"}
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def server_cpu(pid: int | None) -> float:
+def server_cpu(pid: int | list[int] | None) -> float:
+    """utime + stime of ``pid`` (or the sum over a list of them: granian's worker and its supervisor)."""
     if not pid:
         return 0.0
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    total = 0.0
+    for one in pid if isinstance(pid, list) else [pid]:
+        try:
+            with open(f"/proc/{one}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -67,8 +81,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Run:
-    def __init__(self, msg_type, payload: bytes) -> None:
-        self.msg_type, self.payload = msg_type, payload
+    def __init__(self, msg_type, payload: bytes, exact: bool) -> None:
+        self.msg_type, self.payload, self.exact = msg_type, payload, exact
         self.running = True
         self.measuring = False
         self.count = 0
@@ -101,7 +115,7 @@ class EchoClient(WSListener):
         if not run.checked:
             run.checked = True
             got = frame.get_payload_as_bytes()
-            same = got == run.payload if run.payload is PAYLOADS["text"][1] else orjson.loads(got) == orjson.loads(run.payload)
+            same = got == run.payload if run.exact else orjson.loads(got) == orjson.loads(run.payload)
             if frame.msg_type != run.msg_type or not same:
                 run.error = f"bad echo: {frame.msg_type} {got[:60]!r}"
         if run.measuring:
@@ -297,7 +311,7 @@ async def measured_window(run, cmd: dict) -> tuple[tuple[float, float, float], t
 
 async def echo(cmd: dict) -> dict:
     msg_type, payload = PAYLOADS[cmd["payload"]]
-    run = Run(msg_type, payload)
+    run = Run(msg_type, payload, cmd["payload"] in EXACT)
     clients = []
     for _ in range(cmd["conns"]):
         _, client = await ws_connect(lambda: EchoClient(run), cmd["url"], max_frame_size=64 * 1024 * 1024)

@@ -15,6 +15,14 @@ docs' connection manager on Starlette's class and on turbows', and
 ``--fanout-window`` messages in flight, the hub again with one member that
 stops reading, and granian's method (every member sends) at 16 and 64.
 Writes results/benchmark.json, results/benchmark.md and results/benchmark.png.
+
+First, the whole path (wholepath.py; ``--no-whole-path`` skips it,
+``--whole-path-only`` runs it alone): Starlette's and turbows' class on
+uvicorn's default protocol, turbows' class on turbows' protocol, granian and
+picows' own echo server, text, JSON 150 B, 64 KiB and 1 MiB, then the idle
+test (idle.py), with the servers on each ``--whole-path-python`` interpreter
+in turn and this load client; it leads benchmark.md, and also writes
+results/wholepath.{json,md,png} and results/idle.json.
 """
 
 from __future__ import annotations
@@ -81,7 +89,9 @@ def available_impls() -> list[str]:
 
 
 class Server:
-    def __init__(self, kind: str, impl: str | None, profile: str | None = None) -> None:
+    """One server process (serve.py KIND PORT) on ``python`` (default: this interpreter)."""
+
+    def __init__(self, kind: str, impl: str | None, profile: str | None = None, python: str | None = None) -> None:
         self.kind, self.impl, self.port = kind, impl, free_port()
         env = dict(os.environ)
         env.pop("TURBOWS_NO_EXTENSIONS", None)
@@ -91,7 +101,7 @@ class Server:
             env["TURBOWS_NO_EXTENSIONS"] = "1"
         if profile:
             env["BENCH_PROFILE"] = profile
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "serve.py"), kind, str(self.port)], env=env)
+        self.proc = subprocess.Popen([python or sys.executable, str(HERE / "serve.py"), kind, str(self.port)], env=env)
         deadline = time.monotonic() + 20
         while True:
             if self.proc.poll() is not None:
@@ -103,10 +113,43 @@ class Server:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{kind} ({impl}) did not listen on {self.port}")
                 time.sleep(0.05)
+        if kind == "granian":  # its supervisor listens; the worker it spawns answers a little later
+            self.wait_answered(deadline)
+
+    def wait_answered(self, deadline: float) -> None:
+        """Until an HTTP request to app.py's /idle-count is answered."""
+        request = f"GET /idle-count HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\nConnection: close\r\n\r\n"
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 1) as s:
+                    s.sendall(request.encode())
+                    if s.recv(64).startswith(b"HTTP/1.1 200"):
+                        return
+            except OSError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.kind} ({self.impl}) did not answer on {self.port}")
+            time.sleep(0.05)
 
     @property
-    def pid(self) -> int:
-        return self.proc.pid
+    def pid(self) -> int | list[int]:
+        """The PID the server's figures are read from: for granian, its supervisor and its worker."""
+        pids = self.pids()
+        return pids if len(pids) > 1 else pids[0]
+
+    def pids(self) -> list[int]:
+        """The server process and its descendants (granian serves from a child process)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            try:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as f:
+                        todo += [int(child) for child in f.read().split()]
+            except OSError:
+                continue
+        return found
 
     def url(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -117,8 +160,16 @@ class Server:
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the whole tree (a killed granian supervisor would leave its worker behind)."""
+        for pid in self.pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.proc.wait()
 
 
 class Client:
@@ -181,6 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-fanout", action="store_true")
     p.add_argument("--fanout-only", action="store_true", help="skip the echo workloads and the echo ceiling")
     p.add_argument("--no-ceiling", action="store_true")
+    p.add_argument("--whole-path-python", action="append", metavar="PYTHON",
+                   help="the whole path's servers on this interpreter (repeatable: one table each; default this "
+                        "one; --quick: the first only); the load client stays on this one")
+    p.add_argument("--whole-path-only", action="store_true",
+                   help="the whole path and the idle test alone: writes wholepath.{json,md,png} and idle.json")
+    p.add_argument("--no-whole-path", action="store_true")
+    p.add_argument("--whole-path-conns", type=int, default=8, help="connections (default 8, as the targets say)")
+    p.add_argument("--whole-path-rows", help="comma list of starlette-sansio,turbows-sansio,turbows-native,granian,picows")
+    p.add_argument("--whole-path-workloads", help="comma list of text,json150,bytes64k,bytes1m")
+    p.add_argument("--idle-conns", type=int,
+                   help="idle connections per server (default 10000, --quick 2000; 0: no idle test)")
+    p.add_argument("--idle-rows", help="comma list of the whole path's rows for the idle test (default all)")
     p.add_argument("--inprocess-json", help="inprocess_report.py's inprocess.json (every interpreter's run), merged into the outputs")
     p.add_argument("--out-dir", default="results")
     args = p.parse_args(argv)
@@ -196,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     duration = args.duration or (0.5 if quick else 0.6)
     warmup = args.warmup or (0.2 if quick else 0.25)
     impls = available_impls()
-    log(f"classes: {', '.join(impls)}; servers: {', '.join(servers)}; workloads: {', '.join(workloads)}; "
-        f"connections: {levels}; {reps} alternating reps of {duration}s (+{warmup}s warm-up)")
+    if not args.whole_path_only:
+        log(f"classes: {', '.join(impls)}; servers: {', '.join(servers)}; workloads: {', '.join(workloads)}; "
+            f"connections: {levels}; {reps} alternating reps of {duration}s (+{warmup}s warm-up)")
 
     results: dict = {"machine": machine(), "settings": {
         "servers": servers, "workloads": workloads, "concurrency": levels, "reps": reps,
@@ -210,6 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     fanout_servers = (args.fanout_servers or "uvicorn,uvicorn-turbows,picows-broadcast").split(",")
     client = Client()
     try:
+        if not args.no_whole_path:
+            results["wholepath"] = whole_path(client, args, reps, duration, warmup)
+            write_whole_path(results, Path(args.out_dir))
+            if args.whole_path_only:
+                return 0
         if not args.no_ceiling:
             server = Server("picows", None)
             try:
@@ -270,6 +339,42 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the figures stand without the chart
         log(f"chart not written: {type(exc).__name__}: {exc}")
     return 0
+
+
+def whole_path(client, args, reps: int, duration: float, warmup: float) -> dict:
+    """The whole-path table's figures and the idle test, per server interpreter: {version: run}."""
+    import wholepath
+
+    pythons = args.whole_path_python or [sys.executable]
+    if args.quick:
+        pythons = pythons[:1]
+    rows = (args.whole_path_rows or ",".join(wholepath.ROWS)).split(",")
+    idle_conns = args.idle_conns if args.idle_conns is not None else (2000 if args.quick else 10_000)
+    out = {}
+    for python in pythons:
+        run = wholepath.run_whole_path(
+            client, python, rows=rows, workloads=(args.whole_path_workloads or ",".join(wholepath.WORKLOADS)).split(","),
+            conns=args.whole_path_conns, reps=reps, duration=duration, warmup=warmup,
+            idle_rows=(args.idle_rows or ",".join(rows)).split(","), idle_conns=idle_conns)
+        out[run["versions"]["python"]] = run
+    return out
+
+
+def write_whole_path(results: dict, out: Path) -> None:
+    """wholepath.{json,md,png} and idle.json: what the whole path measured, readable without benchmark.*."""
+    import wholepath
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs = results["wholepath"]
+    (out / "wholepath.json").write_text(json.dumps({"machine": results["machine"], "wholepath": runs}, indent=2))
+    (out / "idle.json").write_text(json.dumps({"machine": results["machine"], "idle": {
+        version: run["idle"] for version, run in runs.items() if run.get("idle")}}, indent=2))
+    (out / "wholepath.md").write_text(wholepath.render_markdown(runs))
+    try:
+        wholepath.render_png(runs, out / "wholepath.png", results["machine"])
+    except Exception as exc:  # the figures stand without the chart
+        log(f"whole-path chart not written: {type(exc).__name__}: {exc}")
+    log(f"wrote {out / 'wholepath.md'}, {out / 'wholepath.json'}, {out / 'wholepath.png'}, {out / 'idle.json'}")
 
 
 def run_fanout(client, started: dict, settings: dict, reps: int, duration: float, warmup: float,
@@ -352,6 +457,12 @@ def render_markdown(results: dict) -> str:
     lines = [
         f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['date']}",
         "",
+    ]
+    if results.get("wholepath"):
+        import wholepath
+
+        lines += [wholepath.render_markdown(results["wholepath"]).rstrip("\n"), "", "### Every server and class", ""]
+    lines += [
         f"End to end: messages/s, median of {s['reps']} alternating runs of {s['duration_s']} s (min-max); "
         "x = times Starlette's class; round trip p50/p99 in µs; server CPU µs per message.",
         "",

@@ -1,7 +1,11 @@
 """Serve app.py (or picows' own echo server) in this very process, so its PID is the server's.
 
-    python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | uvicorn-turbows | hypercorn | picows
-                                             | picows-broadcast
+    python serve.py SERVER PORT      SERVER: uvicorn | uvicorn-wsproto | uvicorn-turbows | hypercorn | granian
+                                             | picows | picows-broadcast
+
+``granian``: this process becomes granian's CLI (``granian --interface asgi
+--ws --loop uvloop``, one worker), which serves app.py from a worker process
+of its own: the server's figures are that process tree's.
 
 ``picows-broadcast``: picows' own broadcast server, no ASGI (the fan-out ceiling):
 every message any connection sends goes to every connection, one ``send`` each.
@@ -66,6 +70,28 @@ def serve_hypercorn(port: int) -> None:
     uvloop.run(main())
 
 
+#: granian's options here (the whole path's granian row quotes them): the command of issue 15, one
+#: worker (as every other server here), a backlog as deep as uvicorn's for the idle test, no logging.
+GRANIAN_OPTIONS = ("--interface", "asgi", "--ws", "--loop", "uvloop", "--workers", "1", "--backlog", "2048",
+                   "--log-level", "warning", "--no-access-log")
+
+
+def serve_granian(port: int) -> None:
+    """exec granian's CLI in this process (the PID run.py holds): its worker is a child of it."""
+    argv = [sys.executable, "-m", "granian", *GRANIAN_OPTIONS, "--host", "127.0.0.1", "--port", str(port),
+            "--working-dir", os.path.dirname(os.path.abspath(__file__)), "app:app"]
+    os.execv(sys.executable, argv)
+
+
+def raise_open_file_limit() -> None:
+    """The soft RLIMIT_NOFILE up to the hard one: the idle test holds thousands of connections."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _run_picows(listener_factory, port: int) -> None:
     """picows' own server on ``port`` with ``listener_factory``, under uvloop, until SIGTERM or SIGINT."""
     import uvloop
@@ -76,7 +102,7 @@ def _run_picows(listener_factory, port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        server = await ws_create_server(listener_factory, "127.0.0.1", port)
+        server = await ws_create_server(listener_factory, "127.0.0.1", port, backlog=2048)
         await stop.wait()
         server.close()
 
@@ -123,6 +149,7 @@ def serve_picows_broadcast(port: int) -> None:
 
 def main() -> None:
     server, port = sys.argv[1], int(sys.argv[2])
+    raise_open_file_limit()
     if os.environ.get("BENCH_WS") == "pure":
         os.environ["TURBOWS_NO_EXTENSIONS"] = "1"
     run = {
@@ -130,6 +157,7 @@ def main() -> None:
         "uvicorn-wsproto": lambda: serve_uvicorn(port, "wsproto"),
         "uvicorn-turbows": lambda: serve_uvicorn(port, native_protocol()),
         "hypercorn": lambda: serve_hypercorn(port),
+        "granian": lambda: serve_granian(port),
         "picows": lambda: serve_picows(port),
         "picows-broadcast": lambda: serve_picows_broadcast(port),
     }[server]
