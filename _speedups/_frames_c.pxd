@@ -3,6 +3,7 @@
 # by _protocol_c, which subclasses FrameReader.
 
 cimport cython
+from cpython.object cimport PyObject
 from libc.stdint cimport uint32_t
 
 cdef extern from "unmask_utf8.h":
@@ -56,8 +57,11 @@ cdef class FrameReader:
     # take_text, discard): a message's final frame whose payload is already
     # wholly in the read at hand goes into `exact`, a bytes object of its
     # size; everything else is appended to `buf`, which grows with the bytes
-    # received, never to a size a header announces.
+    # received, never to a size a header announces. `buf` is the storage of
+    # `buf_bytes` (an owned reference, or NULL), a bytes object resized as it
+    # grows, so a large message's bytes are handed over with no copy.
     cdef bytes exact
+    cdef PyObject *buf_bytes
     cdef unsigned char *buf
     cdef Py_ssize_t buf_len
     cdef Py_ssize_t buf_cap
@@ -74,6 +78,7 @@ cdef class FrameReader:
     cdef int _early_checks(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef int _header(self, const unsigned char *h, Py_ssize_t available) except -1
     cdef unsigned char *_reserve(self, Py_ssize_t n) except NULL
+    cdef void _lost(self) noexcept
     cdef int _payload_done(self) except -1
     cdef int _close_frame(self) except -1
 
@@ -113,4 +118,5 @@ cdef class ServerFrame:
 cdef object feed_object(FrameReader reader, object data)
 cdef bint valid_close_code(long code) noexcept
 cdef bytes frame(int first, const char *payload, Py_ssize_t n)
+cdef bytes frame_header(int first, Py_ssize_t n)
 cdef bytes close_payload(long code, str reason)

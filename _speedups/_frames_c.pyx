@@ -20,13 +20,17 @@ The byte loops (unmasking, UTF-8) are C, in ``unmask_utf8.h``.
 cimport cython
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.mem cimport PyMem_Free, PyMem_Realloc
+from cpython.object cimport PyObject
+from cpython.ref cimport Py_CLEAR, Py_INCREF
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint64_t
 from libc.string cimport memcpy
 
 cdef extern from "Python.h":
     Py_ssize_t PY_SSIZE_T_MAX
+    # Resizes a bytes object whose only reference is *obj, in place where the
+    # allocator can; on failure frees it, sets *obj to NULL and returns -1.
+    int _PyBytes_Resize(PyObject **obj, Py_ssize_t size)
     # The UTF-8 of a str, cached on the object (ASCII strings: their own data): no copy.
     const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
 
@@ -64,10 +68,11 @@ cdef class FrameReader:
 
     def __cinit__(self):
         self.max_size = 1 << 20
+        self.buf_bytes = NULL
         self.buf = NULL
 
     def __dealloc__(self):
-        PyMem_Free(self.buf)
+        Py_CLEAR(self.buf_bytes)
 
     cdef Py_ssize_t feed(self, const unsigned char *data, Py_ssize_t n) except -1:
         """Parse ``n`` bytes; returns how many were consumed: all of them unless
@@ -238,7 +243,6 @@ cdef class FrameReader:
         within twice the bytes received."""
         cdef Py_ssize_t need = self.buf_len + n
         cdef Py_ssize_t cap, frame_end
-        cdef unsigned char *grown
         if need > self.buf_cap:
             frame_end = self.buf_len + (self.length - self.received)
             cap = self.buf_cap * 2 if self.buf_cap <= PY_SSIZE_T_MAX // 2 else PY_SSIZE_T_MAX
@@ -246,12 +250,22 @@ cdef class FrameReader:
                 cap = frame_end
             if cap < need:
                 cap = need
-            grown = <unsigned char *>PyMem_Realloc(self.buf, <size_t>cap)
-            if grown == NULL:
+            if self.buf_bytes == NULL:
+                fresh = PyBytes_FromStringAndSize(NULL, cap)
+                Py_INCREF(fresh)
+                self.buf_bytes = <PyObject *>fresh
+            elif _PyBytes_Resize(&self.buf_bytes, cap) < 0:
+                self._lost()  # the bytes held went with it; MemoryError is set
                 raise MemoryError
-            self.buf = grown
+            self.buf = <unsigned char *>PyBytes_AS_STRING(<object>self.buf_bytes)
             self.buf_cap = cap
         return self.buf + self.buf_len
+
+    cdef void _lost(self) noexcept:
+        self.buf_bytes = NULL
+        self.buf = NULL
+        self.buf_len = 0
+        self.buf_cap = 0
 
     cdef int _payload_done(self) except -1:
         self.in_payload = False
@@ -299,8 +313,14 @@ cdef class FrameReader:
         if self.buf_len == 0:
             self.discard()
             return b""
-        data = PyBytes_FromStringAndSize(<char *>self.buf, self.buf_len)
-        self.discard()
+        # The buffer becomes the message: cut to its length (in place; the
+        # capacity is within twice the bytes received), no copy.
+        if self.buf_len != self.buf_cap and _PyBytes_Resize(&self.buf_bytes, self.buf_len) < 0:
+            self._lost()
+            raise MemoryError
+        data = <object>self.buf_bytes  # our reference, handed over
+        Py_CLEAR(self.buf_bytes)
+        self._lost()
         return data
 
     cdef object take_text(self):
@@ -317,10 +337,8 @@ cdef class FrameReader:
     cdef int discard(self) noexcept:
         """Hold nothing; give the buffer's memory back."""
         self.exact = None
-        PyMem_Free(self.buf)
-        self.buf = NULL
-        self.buf_len = 0
-        self.buf_cap = 0
+        Py_CLEAR(self.buf_bytes)
+        self._lost()
         return 0
 
     # -- what subclasses do --------------------------------------------------
@@ -434,11 +452,7 @@ def utf8_valid(data, bint final=True):
 # -- writing -------------------------------------------------------------------
 
 
-cdef bytes frame(int first, const char *payload, Py_ssize_t n):
-    """One unmasked frame: ``first`` is the first byte (FIN, RSV1, opcode)."""
-    cdef Py_ssize_t head = 2 if n < 126 else (4 if n < 65536 else 10)
-    cdef bytes result = PyBytes_FromStringAndSize(NULL, head + n)
-    cdef unsigned char *out = <unsigned char *>PyBytes_AS_STRING(result)
+cdef inline void _write_header(unsigned char *out, int first, Py_ssize_t n) noexcept:
     cdef int k
     out[0] = <unsigned char>first
     if n < 126:
@@ -451,9 +465,27 @@ cdef bytes frame(int first, const char *payload, Py_ssize_t n):
         out[1] = 127
         for k in range(8):
             out[2 + k] = <unsigned char>((<uint64_t>n >> (56 - 8 * k)) & 0xFF)
+
+
+cdef bytes frame(int first, const char *payload, Py_ssize_t n):
+    """One unmasked frame: ``first`` is the first byte (FIN, RSV1, opcode)."""
+    cdef Py_ssize_t head = 2 if n < 126 else (4 if n < 65536 else 10)
+    cdef bytes result = PyBytes_FromStringAndSize(NULL, head + n)
+    cdef unsigned char *out = <unsigned char *>PyBytes_AS_STRING(result)
+    _write_header(out, first, n)
     if n:
         memcpy(out + head, payload, n)
     return result
+
+
+cdef bytes frame_header(int first, Py_ssize_t n):
+    """The header alone of an unmasked frame of ``n`` payload bytes."""
+    cdef Py_ssize_t head = 2 if n < 126 else (4 if n < 65536 else 10)
+    cdef bytes result = PyBytes_FromStringAndSize(NULL, head)
+    _write_header(<unsigned char *>PyBytes_AS_STRING(result), first, n)
+    return result
+
+
 
 
 @cython.final

@@ -71,6 +71,7 @@ from turbows._frames_c cimport (
     close_payload,
     feed_object,
     frame,
+    frame_header,
     turbows_utf8,
     valid_close_code,
 )
@@ -116,6 +117,8 @@ from turbows._handshake import (
 cdef object _logger = logging.getLogger("uvicorn.error")
 # Reading pauses once this many bytes wait for the app, whatever the message count.
 cdef Py_ssize_t _QUEUE_BYTES_HIGH = 1 << 20
+# Binary payloads from this size are written apart from their header, not copied into a frame.
+cdef Py_ssize_t _WRITE_APART = 1 << 16
 # Why reading is paused (WebSocketProtocol.pausing).
 cdef enum:
     _PAUSED_BY_QUEUE = 1   # the app lags
@@ -955,6 +958,11 @@ cdef class WebSocketProtocol(FrameReader):
             self.fanout.buffered = -1  # our write below changes the transport's buffer
         if self.deflate:
             return self._send_compressed(opcode, data, n)
+        if n >= _WRITE_APART and opcode == OP_BINARY:
+            # A large payload goes to the transport as it is, after its own header,
+            # with no copy into a frame (uvloop writes both with one writev).
+            self.transport.writelines((frame_header(0x80 | opcode, n), payload))
+            return 0
         self._write(frame(0x80 | opcode, data, n))
         return 0
 
