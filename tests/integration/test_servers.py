@@ -43,14 +43,20 @@ class Traits:
     #: An empty text or binary message the app sends reaches the client (daphne drops them:
     #: its handle_reply tests ``message.get("text")`` for truth).
     sends_empty: bool = True
+    #: The scope's extensions besides the denial one.
+    other_extensions: tuple[str, ...] = ()
+    #: The status the client gets when the app raises before accepting.
+    app_error_status: int = 500
 
 
 TRAITS = {
     # connection_lost after the handshake queues code 1005; its send raises ClientDisconnected (an OSError).
     "uvicorn": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
     "uvicorn-wsproto": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
-    # turbows' native protocol behaves as uvicorn's sansio one.
-    "uvicorn-turbows": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
+    # turbows' native protocol behaves as uvicorn's sansio one, and offers the hub's fan-out writer.
+    "uvicorn-turbows": Traits(
+        vanished_code=1005, send_to_vanished=("raises OSError",), other_extensions=("turbows.fanout",)
+    ),
     # ws="websockets" (websockets.legacy): the disconnect's code is websockets' CloseCode enum, its
     # reason ""; a send after the loss raises ClientDisconnected (an OSError) or, once the protocol
     # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn.
@@ -72,6 +78,18 @@ TRAITS = {
         client_close=False,
         client_close_seen_as=(4002, ""),
         sends_empty=False,
+    ),
+    # granian (2.8): its accept ignores "headers"; the app sees the client's close code but not
+    # its reason; a vanished client's disconnect is 1005; an app that raises before accepting
+    # gets the client a 403, as a close before accepting does; and every scope, websocket ones
+    # too, offers the HTTP extension http.response.pathsend.
+    "granian": Traits(
+        accept_headers=False,
+        client_close=False,
+        client_close_seen_as=(4002, ""),
+        vanished_code=1005,
+        other_extensions=("http.response.pathsend",),
+        app_error_status=403,
     ),
 }
 
@@ -110,9 +128,9 @@ JSON_VALUES = [
 # -- the served core ------------------------------------------------------------
 
 
-def fanout_extension(server: ServerProcess) -> list[str]:
-    """turbows' protocol offers the hub's fan-out writer in every connection's scope."""
-    return ["turbows.fanout"] if server.server == "uvicorn-turbows" else []
+def other_extensions(server: ServerProcess) -> list[str]:
+    """The extensions in every connection's scope besides the denial one (turbows' protocol: the hub's fan-out writer)."""
+    return list(traits(server).other_extensions)
 
 
 def test_serves_the_requested_core(server: ServerProcess) -> None:
@@ -125,7 +143,7 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
     if server.server == "uvicorn-turbows":
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
     expected = ["websocket.http.response"] if traits(server).denial else []
-    assert info["extensions"] == sorted(expected + fanout_extension(server))
+    assert info["extensions"] == sorted(expected + other_extensions(server))
 
 
 # -- echo -------------------------------------------------------------------------
@@ -244,17 +262,17 @@ def test_subprotocol_negotiation(server: ServerProcess) -> None:
 
 
 def test_accept_headers_reach_the_client(server: ServerProcess) -> None:
-    async def scenario() -> tuple[Any, Any]:
-        async with server.connect("/headers") as ws:
-            return ws.response.headers, await recv(ws)
+    async def scenario(impl: str) -> tuple[Any, Any, Any]:
+        async with server.connect(f"/headers?impl={impl}") as ws:
+            headers = ws.response.headers
+            return headers.get_all("x-turbows"), headers.get_all("set-cookie"), await recv(ws)
 
-    headers, greeting = run(scenario())
+    x_turbows, cookies, greeting = _both(server, scenario)
     assert greeting == "hello"
     if traits(server).accept_headers:
-        assert headers["x-turbows"] == "accepted"
-        assert headers["set-cookie"] == "turbows=1; Path=/"
-    else:  # daphne drops them (its handle_reply reads only "subprotocol")
-        assert "x-turbows" not in headers
+        assert (x_turbows, cookies) == (["accepted"], ["turbows=1; Path=/"])
+    else:  # daphne drops them (its handle_reply reads only "subprotocol"); granian's accept too
+        assert (x_turbows, cookies) == ([], [])
 
 
 # -- closing, both ways --------------------------------------------------------------
@@ -338,10 +356,10 @@ def test_denial_response(server: ServerProcess) -> None:
     (status, body, header), events = _both(server, scenario)
     if traits(server).denial:
         assert (status, body, header) == (401, b"denied by the app", "yes")
-        extensions = sorted(["websocket.http.response", *fanout_extension(server)])
+        extensions = sorted(["websocket.http.response", *other_extensions(server)])
         assert events == [["extensions", extensions], ["denial", "sent", ["CONNECTING", "DISCONNECTED"]]]
     else:  # daphne: the RuntimeError leaves the app, and the server answers 500
-        assert status == 500
+        assert status == traits(server).app_error_status
         assert events == [
             ["extensions", []],
             ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
@@ -349,7 +367,7 @@ def test_denial_response(server: ServerProcess) -> None:
 
 
 def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> None:
-    """The app raises Starlette's RuntimeError (the scope without the extension); the server answers 500."""
+    """The app raises Starlette's RuntimeError (the scope without the extension); the server answers 500 (granian 403)."""
 
     async def scenario(impl: str) -> Any:
         key = new_key()
@@ -357,9 +375,9 @@ def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> Non
         return refused, await server.events(key)
 
     (status, _, header), events = _both(server, scenario)
-    assert status == 500 and header is None
+    assert status == traits(server).app_error_status and header is None
     assert events == [
-        ["extensions", fanout_extension(server)],
+        ["extensions", other_extensions(server)],
         ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
     ]
 
