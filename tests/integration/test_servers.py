@@ -47,6 +47,10 @@ class Traits:
     other_extensions: tuple[str, ...] = ()
     #: The status the client gets when the app raises before accepting.
     app_error_status: int = 500
+    #: The type of the port in the scope's ``client`` and ``server`` (the ASGI spec's int).
+    port_type: type = int
+    #: The optional websocket scope keys the server leaves out.
+    scope_lacks: frozenset[str] = frozenset()
 
 
 TRAITS = {
@@ -78,11 +82,14 @@ TRAITS = {
         client_close=False,
         client_close_seen_as=(4002, ""),
         sends_empty=False,
+        # so Starlette's URL for the connection falls back to the "http" scheme
+        scope_lacks=frozenset({"extensions", "http_version", "scheme", "state"}),
     ),
-    # granian (2.8): its accept ignores "headers"; the app sees the client's close code but not
-    # its reason; a vanished client's disconnect is 1005; an app that raises before accepting
-    # gets the client a 403, as a close before accepting does; and every scope, websocket ones
-    # too, offers the HTTP extension http.response.pathsend.
+    # granian (2.8): its accept ignores "headers"; its websocket.disconnect has the client's close
+    # code but no reason; a vanished client's disconnect is 1005; an app that raises before
+    # accepting gets the client a 403, as a close before accepting does; every scope, websocket
+    # ones too, offers the HTTP extension http.response.pathsend; and the scope's client and
+    # server ports are strings (so are ``WebSocket.client.port`` and the URL's).
     "granian": Traits(
         accept_headers=False,
         client_close=False,
@@ -90,6 +97,7 @@ TRAITS = {
         vanished_code=1005,
         other_extensions=("http.response.pathsend",),
         app_error_status=403,
+        port_type=str,
     ),
 }
 
@@ -144,6 +152,50 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
     expected = ["websocket.http.response"] if traits(server).denial else []
     assert info["extensions"] == sorted(expected + other_extensions(server))
+
+
+#: The keys Starlette's router adds to the scope, and those a websocket scope may have (ASGI 3).
+ROUTER_KEYS = {"app", "router", "route", "endpoint", "path_params", "starlette.exception_handlers"}
+ASGI_KEYS = {
+    *("type", "asgi", "http_version", "scheme", "path", "raw_path", "query_string", "root_path"),
+    *("headers", "client", "server", "subprotocols", "state", "extensions"),
+}
+
+
+def test_the_connection_as_the_app_sees_it(server: ServerProcess) -> None:
+    """The scope's keys, and what the class makes of them: URL, client, parameters, headers, cookies."""
+
+    async def scenario(impl: str) -> Any:
+        headers = {"cookie": "c=1; d=2", "x-turbows": "h"}
+        async with server.connect(f"/connection/żółw?impl={impl}&a=1&a=2", additional_headers=headers) as ws:
+            local_port = ws.local_address[1]
+            report = json.loads(await recv(ws))
+        # what depends on the class asked for, or on the connection's own port, made comparable
+        report["url"] = report["url"].replace(f"impl={impl}", "impl=IMPL")
+        report["query_params"].remove(["impl", impl])
+        host, port = report["client"]
+        report["client"] = [host, str(port) == str(local_port), type(port).__name__]
+        return report
+
+    report = _both(server, scenario)
+    lacks = traits(server).scope_lacks
+    port = server.port
+    served_port = port if traits(server).port_type is int else str(port)
+    assert set(report["scope_keys"]) - ROUTER_KEYS == ASGI_KEYS - lacks
+    scheme = "http" if "scheme" in lacks else "ws"  # Starlette's URL, where the scope has no scheme
+    assert report == {
+        "scope_keys": report["scope_keys"],
+        "url": f"{scheme}://127.0.0.1:{port}/connection/żółw?impl=IMPL&a=1&a=2",
+        "client": ["127.0.0.1", True, traits(server).port_type.__name__],
+        "server": ["127.0.0.1", served_port],
+        "query_params": [["a", "1"], ["a", "2"]],
+        "path_params": {"name": "żółw"},
+        "headers": [["host", [f"127.0.0.1:{port}"]], ["x-turbows", ["h"]]],
+        "cookies": {"c": "1", "d": "2"},
+        "subprotocols": [],
+        "http_version": None if "http_version" in lacks else "1.1",
+        "scheme": None if "scheme" in lacks else "ws",
+    }
 
 
 # -- echo -------------------------------------------------------------------------

@@ -136,6 +136,29 @@ async def core(ws: Any) -> None:
     await _until_client_closes(ws)
 
 
+async def connection(ws: Any) -> None:
+    """What the class makes of the server's scope: its URL, client, parameters, and which keys the scope has."""
+    await ws.accept()
+    scope = ws.scope
+    server = scope.get("server")
+    await ws.send_json(
+        {
+            "scope_keys": sorted(scope),
+            "url": str(ws.url),
+            "client": None if ws.client is None else [ws.client.host, ws.client.port],
+            "server": None if server is None else list(server),
+            "query_params": sorted(ws.query_params.multi_items()),
+            "path_params": ws.path_params,
+            "headers": sorted({name: ws.headers.getlist(name) for name in ("host", "x-turbows")}.items()),
+            "cookies": ws.cookies,
+            "subprotocols": scope.get("subprotocols"),
+            "http_version": scope.get("http_version"),
+            "scheme": scope.get("scheme"),
+        }
+    )
+    await _until_client_closes(ws)
+
+
 async def echo(ws: Any) -> None:
     """Echo each message back with the matching typed calls, until the client leaves."""
     kind = ws.path_params["kind"]
@@ -357,6 +380,7 @@ async def events(ws: Any) -> None:
 app = Starlette(
     routes=[
         WebSocketRoute("/core", Endpoint(core)),
+        WebSocketRoute("/connection/{name}", Endpoint(connection)),
         WebSocketRoute("/echo/{kind}", Endpoint(echo)),
         WebSocketRoute("/json-errors", Endpoint(json_errors)),
         WebSocketRoute("/cancel-receive", Endpoint(cancel_receive)),
