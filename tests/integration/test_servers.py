@@ -18,6 +18,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness import ServerProcess, new_key, recv, reset, run
+from launch import MAX_MESSAGE
 
 MIB = 1024 * 1024
 
@@ -51,6 +52,10 @@ class Traits:
     port_type: type = int
     #: The optional websocket scope keys the server leaves out.
     scope_lacks: frozenset[str] = frozenset()
+    #: A message over the server's limit: the code of the close frame it answers with (None: it
+    #: drops the connection without one), and the code of the disconnect the app gets.
+    oversize_close: int | None = 1009
+    oversize_disconnect: int = 1009
 
 
 TRAITS = {
@@ -63,18 +68,22 @@ TRAITS = {
     ),
     # ws="websockets" (websockets.legacy): the disconnect's code is websockets' CloseCode enum, its
     # reason ""; a send after the loss raises ClientDisconnected (an OSError) or, once the protocol
-    # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn.
+    # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn. A message
+    # over its limit: the client gets 1009, the app 1006.
     "uvicorn-legacy": Traits(
         send_to_vanished=(
             "raises OSError",
             "Unexpected ASGI message 'websocket.send', after sending 'websocket.close' "
             "or response already completed.",
-        )
+        ),
+        oversize_disconnect=1006,
     ),
-    # hypercorn reports any close the app did not start as 1006 and drops the client's code and reason.
-    "hypercorn": Traits(client_close=False, client_close_seen_as=(1006, "")),
-    "hypercorn-trio": Traits(client_close=False, client_close_seen_as=(1006, "")),
-    # daphne: no denial extension, ignores accept headers and close reasons both ways.
+    # hypercorn reports any close the app did not start as 1006 (a message over its limit too) and
+    # drops the client's code and reason.
+    "hypercorn": Traits(client_close=False, client_close_seen_as=(1006, ""), oversize_disconnect=1006),
+    "hypercorn-trio": Traits(client_close=False, client_close_seen_as=(1006, ""), oversize_disconnect=1006),
+    # daphne: no denial extension, ignores accept headers and close reasons both ways; a message
+    # over its limit drops the connection without a close frame.
     "daphne": Traits(
         denial=False,
         accept_headers=False,
@@ -84,12 +93,15 @@ TRAITS = {
         sends_empty=False,
         # so Starlette's URL for the connection falls back to the "http" scheme
         scope_lacks=frozenset({"extensions", "http_version", "scheme", "state"}),
+        oversize_close=None,
+        oversize_disconnect=1006,
     ),
     # granian (2.8): its accept ignores "headers"; its websocket.disconnect has the client's close
-    # code but no reason; a vanished client's disconnect is 1005; an app that raises before
-    # accepting gets the client a 403, as a close before accepting does; every scope, websocket
-    # ones too, offers the HTTP extension http.response.pathsend; and the scope's client and
-    # server ports are strings (so are ``WebSocket.client.port`` and the URL's).
+    # code but no reason; a vanished client's disconnect is 1005, and sends to it are dropped; an
+    # app that raises before accepting gets the client a 403, as a close before accepting does;
+    # every scope, websocket ones too, offers the HTTP extension http.response.pathsend; the
+    # scope's client and server ports are strings (so is ``WebSocket.client.port``); its limit is
+    # a fixed 16 MiB frame (no setting), and a message over it gets a close frame without a code.
     "granian": Traits(
         accept_headers=False,
         client_close=False,
@@ -98,6 +110,8 @@ TRAITS = {
         other_extensions=("http.response.pathsend",),
         app_error_status=403,
         port_type=str,
+        oversize_close=1005,
+        oversize_disconnect=1005,
     ),
 }
 
@@ -294,6 +308,31 @@ def test_one_mebibyte_messages_both_ways(server: ServerProcess, kind: str) -> No
 
     replies = run(scenario(), timeout=60)
     assert all(type(reply) is type(message) and reply == message for reply in replies)
+
+
+def test_a_message_over_the_limit_ends_the_connection(server: ServerProcess) -> None:
+    """One byte over the server's limit (``launch.MAX_MESSAGE``; granian's own, the same 16 MiB): the
+    server closes before the app sees the message, and the app gets a disconnect."""
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        async with server.connect(f"/close-by-client/{key}?impl={impl}") as ws:
+            assert await recv(ws) == "ready"
+            with pytest.raises(ConnectionClosed) as closed:  # while it sends (the server stops reading), or after
+                await ws.send("x" * (MAX_MESSAGE + 1))
+                await recv(ws, timeout=30)
+        received = closed.value.rcvd
+        return (None if received is None else received.code), await server.events(key)
+
+    code, events = _both(server, scenario, timeout=60)
+    assert code == traits(server).oversize_close
+    (disconnect, states), after = events[0][1:], events[1]
+    assert (disconnect["class"], disconnect["code"], states) == (
+        "WebSocketDisconnect",
+        traits(server).oversize_disconnect,
+        ["DISCONNECTED", "CONNECTED"],
+    )
+    assert after[0] == "receive after disconnect"
 
 
 # -- the handshake ------------------------------------------------------------------
