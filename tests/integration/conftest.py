@@ -5,7 +5,7 @@ websocket protocol (websockets-sansio), with wsproto, with the legacy
 websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
 compiled: with the pure core the app runs pure on it), hypercorn
 on asyncio and on trio, daphne where it is installed, and granian (its ASGI
-interface on uvloop); each on the
+interface, on uvloop and on asyncio's own loop); each on the
 compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
@@ -39,6 +39,7 @@ SERVER_NAMES = (
     "hypercorn-trio",
     "daphne",
     "granian",
+    "granian-asyncio",
 )
 CORE_NAMES = ("speedups", "pure")
 
@@ -53,6 +54,7 @@ REQUIRES = {
     "hypercorn-trio": ("hypercorn", "trio"),
     "daphne": ("daphne",),
     "granian": ("granian", "uvloop"),
+    "granian-asyncio": ("granian",),
 }
 
 

@@ -26,6 +26,7 @@ SERVERS = (
     "hypercorn-trio",
     "daphne",
     "granian",
+    "granian-asyncio",
 )
 
 #: Large enough for the 1 MiB messages, both ways.
@@ -96,8 +97,8 @@ def _serve_daphne(app: object) -> None:
     ).run()
 
 
-def _serve_granian(app: object, sock: socket.socket) -> None:
-    """Granian's ASGI interface (``--interface asgi --ws``) on uvloop, as its embedded server.
+def _serve_granian(app: object, sock: socket.socket, loop: str) -> None:
+    """Granian's ASGI interface (``--interface asgi --ws``) on ``loop`` (uvloop or asyncio), embedded.
 
     The embedded server runs granian's Rust worker (the same ``ASGIWorker`` as
     ``granian --interface asgi --ws --loop uvloop``, whose HTTP and websocket
@@ -110,7 +111,6 @@ def _serve_granian(app: object, sock: socket.socket) -> None:
     import asyncio
     import signal
 
-    import uvloop
     from granian.constants import Interfaces
     from granian.log import LogLevels
     from granian.net import SocketHolder
@@ -136,7 +136,12 @@ def _serve_granian(app: object, sock: socket.socket) -> None:
             loop.add_signal_handler(signum, server.stop)
         await server.serve()
 
-    uvloop.run(serve())
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())
 
 
 def main() -> None:
@@ -189,7 +194,9 @@ def main() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
         _serve_uvicorn(app, sock, "websockets")
     elif args.server == "granian":
-        _serve_granian(app, sock)
+        _serve_granian(app, sock, "uvloop")
+    elif args.server == "granian-asyncio":
+        _serve_granian(app, sock, "asyncio")
     elif args.server == "hypercorn":
         import asyncio
 

@@ -29,6 +29,7 @@ CONCURRENT_SERVERS = (
     "hypercorn-trio",
     "daphne",
     "granian",
+    "granian-asyncio",
 )
 
 

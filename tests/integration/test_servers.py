@@ -114,6 +114,7 @@ TRAITS = {
         oversize_disconnect=1005,
     ),
 }
+TRAITS["granian-asyncio"] = TRAITS["granian"]  # the same Rust server on asyncio's own loop
 
 DENIAL_MESSAGE = "The server doesn't support the Websocket Denial Response extension."
 
@@ -164,6 +165,8 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
         assert info["protocol"] == "WebSocketsSansIOProtocol"  # uvicorn's default, "auto"
     if server.server == "uvicorn-turbows":
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
+    if server.server.startswith("granian"):  # the loop asked for
+        assert info["loop"].split(".")[0] == ("asyncio" if server.server == "granian-asyncio" else "uvloop"), info
     expected = ["websocket.http.response"] if traits(server).denial else []
     assert info["extensions"] == sorted(expected + other_extensions(server))
 

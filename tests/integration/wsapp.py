@@ -13,6 +13,7 @@ until the handler has finished. Everything an endpoint awaits is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -117,6 +118,14 @@ async def _until_client_closes(ws: Any) -> None:
 # -- handlers ---------------------------------------------------------------------
 
 
+def _event_loop() -> str:
+    """The module of the running asyncio loop's class ("uvloop", "asyncio.unix_events"), else "trio"."""
+    try:
+        return type(asyncio.get_running_loop()).__module__
+    except RuntimeError:  # no asyncio loop: hypercorn's trio worker
+        return "trio"
+
+
 async def core(ws: Any) -> None:
     """Which class and core serve this process, and what the server offers."""
     await ws.accept()
@@ -130,6 +139,7 @@ async def core(ws: Any) -> None:
             "extensions": sorted(ws.scope.get("extensions") or {}),
             "server": SERVER,
             "protocol": PROTOCOL,
+            "loop": _event_loop(),
             "pid": os.getpid(),
         }
     )
