@@ -5,7 +5,8 @@ websocket protocol (websockets-sansio), with wsproto, with the legacy
 websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
 compiled: with the pure core the app runs pure on it), hypercorn
 on asyncio and on trio, daphne where it is installed, and granian (its ASGI
-interface, on uvloop and on asyncio's own loop); each on the
+interface, on each loop its ``--loop`` offers: uvloop, asyncio's own and
+rloop); each on the
 compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
@@ -40,6 +41,7 @@ SERVER_NAMES = (
     "daphne",
     "granian",
     "granian-asyncio",
+    "granian-rloop",
 )
 CORE_NAMES = ("speedups", "pure")
 
@@ -55,6 +57,7 @@ REQUIRES = {
     "daphne": ("daphne",),
     "granian": ("granian", "uvloop"),
     "granian-asyncio": ("granian",),
+    "granian-rloop": ("granian", "rloop"),
 }
 
 

@@ -27,6 +27,7 @@ SERVERS = (
     "daphne",
     "granian",
     "granian-asyncio",
+    "granian-rloop",
 )
 
 #: Large enough for the 1 MiB messages, both ways.
@@ -98,7 +99,8 @@ def _serve_daphne(app: object) -> None:
 
 
 def _serve_granian(app: object, sock: socket.socket, loop: str) -> None:
-    """Granian's ASGI interface (``--interface asgi --ws``) on ``loop`` (uvloop or asyncio), embedded.
+    """Granian's ASGI interface (``--interface asgi --ws``) on ``loop`` (``--loop``: uvloop, rloop or
+    asyncio), as its embedded server.
 
     The embedded server runs granian's Rust worker (the same ``ASGIWorker`` as
     ``granian --interface asgi --ws --loop uvloop``, whose HTTP and websocket
@@ -131,17 +133,23 @@ def _serve_granian(app: object, sock: socket.socket, loop: str) -> None:
     )
 
     async def serve() -> None:
-        loop = asyncio.get_running_loop()
+        running = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, server.stop)
+            running.add_signal_handler(signum, server.stop)
         await server.serve()
 
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve())
+        loop_factory = uvloop.new_event_loop
+    elif loop == "rloop":
+        import rloop
+
+        loop_factory = rloop.new_event_loop
     else:
-        asyncio.run(serve())
+        loop_factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve())
 
 
 def main() -> None:
@@ -195,6 +203,8 @@ def main() -> None:
         _serve_uvicorn(app, sock, "websockets")
     elif args.server == "granian":
         _serve_granian(app, sock, "uvloop")
+    elif args.server == "granian-rloop":
+        _serve_granian(app, sock, "rloop")
     elif args.server == "granian-asyncio":
         _serve_granian(app, sock, "asyncio")
     elif args.server == "hypercorn":

@@ -30,6 +30,7 @@ CONCURRENT_SERVERS = (
     "daphne",
     "granian",
     "granian-asyncio",
+    "granian-rloop",
 )
 
 

@@ -114,7 +114,9 @@ TRAITS = {
         oversize_disconnect=1005,
     ),
 }
-TRAITS["granian-asyncio"] = TRAITS["granian"]  # the same Rust server on asyncio's own loop
+# The same Rust server on asyncio's own loop, and on rloop (granian's author's Rust loop, which
+# its `--loop auto` picks first where installed).
+TRAITS["granian-asyncio"] = TRAITS["granian-rloop"] = TRAITS["granian"]
 
 DENIAL_MESSAGE = "The server doesn't support the Websocket Denial Response extension."
 
@@ -166,7 +168,8 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
     if server.server == "uvicorn-turbows":
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
     if server.server.startswith("granian"):  # the loop asked for
-        assert info["loop"].split(".")[0] == ("asyncio" if server.server == "granian-asyncio" else "uvloop"), info
+        loop = {"granian": "uvloop", "granian-asyncio": "asyncio", "granian-rloop": "rloop"}[server.server]
+        assert info["loop"].split(".")[0] == loop, info
     expected = ["websocket.http.response"] if traits(server).denial else []
     assert info["extensions"] == sorted(expected + other_extensions(server))
 
