@@ -9,6 +9,7 @@ record what the app observed also run on Starlette's own class
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -314,6 +315,21 @@ def test_one_mebibyte_messages_both_ways(server: ServerProcess, kind: str) -> No
 
     replies = run(scenario(), timeout=60)
     assert all(type(reply) is type(message) and reply == message for reply in replies)
+
+
+def test_a_client_ping_gets_its_pong_between_messages(server: ServerProcess) -> None:
+    """The server answers a ping with its payload (the app never sees it), and the echo goes on around it."""
+
+    async def scenario() -> list[Any]:
+        async with server.connect("/echo/text") as ws:
+            await ws.send("before")
+            pong = await ws.ping(b"turbows ping")  # websockets matches the pong to this payload
+            await ws.send("after")
+            replies = [await recv(ws), await recv(ws)]
+            await asyncio.wait_for(pong, 10)
+            return replies
+
+    assert run(scenario()) == ["before", "after"]
 
 
 def test_a_message_over_the_limit_ends_the_connection(server: ServerProcess) -> None:
