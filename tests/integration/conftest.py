@@ -6,8 +6,7 @@ websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
 compiled: with the pure core the app runs pure on it), hypercorn
 on asyncio and on trio, daphne where it is installed, and granian (its ASGI
 interface, on each loop its ``--loop`` offers: uvloop, asyncio's own and
-rloop); each on the
-compiled (``speedups``) and the ``pure`` core. One process serves every test of its
+rloop); each on the compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
 Every test is bounded: the harness puts a timeout on each await and on
