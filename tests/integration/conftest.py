@@ -4,8 +4,9 @@
 websocket protocol (websockets-sansio), with wsproto, with the legacy
 websockets protocol and with turbows' native protocol (``uvicorn-turbows``,
 compiled: with the pure core the app runs pure on it), hypercorn
-on asyncio and on trio, and daphne where it is installed; each on the
-compiled (``speedups``) and the ``pure`` core. One process serves every test of its
+on asyncio and on trio, daphne where it is installed, and granian (its ASGI
+interface, on each loop its ``--loop`` offers: uvloop, asyncio's own and
+rloop); each on the compiled (``speedups``) and the ``pure`` core. One process serves every test of its
 pair (pytest groups the tests by pair, so at most one runs at a time).
 
 Every test is bounded: the harness puts a timeout on each await and on
@@ -29,7 +30,18 @@ from harness import ServerProcess
 #: Per test, a hard bound: nothing can hang CI.
 WATCHDOG_SECONDS = 150
 
-SERVER_NAMES = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "uvicorn-turbows", "hypercorn", "hypercorn-trio", "daphne")
+SERVER_NAMES = (
+    "uvicorn",
+    "uvicorn-wsproto",
+    "uvicorn-legacy",
+    "uvicorn-turbows",
+    "hypercorn",
+    "hypercorn-trio",
+    "daphne",
+    "granian",
+    "granian-asyncio",
+    "granian-rloop",
+)
 CORE_NAMES = ("speedups", "pure")
 
 
@@ -42,6 +54,9 @@ REQUIRES = {
     "hypercorn": ("hypercorn",),
     "hypercorn-trio": ("hypercorn", "trio"),
     "daphne": ("daphne",),
+    "granian": ("granian", "uvloop"),
+    "granian-asyncio": ("granian",),
+    "granian-rloop": ("granian", "rloop"),
 }
 
 

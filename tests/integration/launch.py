@@ -17,7 +17,18 @@ import resource
 import socket
 import sys
 
-SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "uvicorn-turbows", "hypercorn", "hypercorn-trio", "daphne")
+SERVERS = (
+    "uvicorn",
+    "uvicorn-wsproto",
+    "uvicorn-legacy",
+    "uvicorn-turbows",
+    "hypercorn",
+    "hypercorn-trio",
+    "daphne",
+    "granian",
+    "granian-asyncio",
+    "granian-rloop",
+)
 
 #: Large enough for the 1 MiB messages, both ways.
 MAX_MESSAGE = 16 * 1024 * 1024
@@ -87,6 +98,60 @@ def _serve_daphne(app: object) -> None:
     ).run()
 
 
+def _serve_granian(app: object, sock: socket.socket, loop: str) -> None:
+    """Granian's ASGI interface (``--interface asgi --ws``) on ``loop`` (``--loop``: uvloop, rloop or
+    asyncio), as its embedded server.
+
+    The embedded server runs granian's Rust worker (the same ``ASGIWorker`` as
+    ``granian --interface asgi --ws --loop uvloop``, whose HTTP and websocket
+    handling is all in Rust) on this process's event loop, so there is one
+    process to start, signal and stop, as for the other servers. Its CLI binds
+    the port itself (per worker, on Linux), so the one hook here hands it our
+    socket instead: a ``SocketHolder`` over its descriptor, which is how
+    granian shares a socket with its workers where it does not re-bind.
+    """
+    import asyncio
+    import signal
+
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+    from granian.net import SocketHolder
+    from granian.server.embed import Server
+
+    class OnOurSocket(Server):
+        def _init_shared_socket(self) -> None:
+            self._shd = SocketHolder(sock.detach(), False, 2048)
+            self._sfd = self._shd.get_fd()
+            self._ssp = None
+
+    server = OnOurSocket(
+        app,
+        interface=Interfaces.ASGI,  # with lifespan, as `--interface asgi`; the Starlette app answers it
+        websockets=True,
+        backlog=2048,
+        log_level=LogLevels.warning,
+    )
+
+    async def serve() -> None:
+        running = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            running.add_signal_handler(signum, server.stop)
+        await server.serve()
+
+    if loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    elif loop == "rloop":
+        import rloop
+
+        loop_factory = rloop.new_event_loop
+    else:
+        loop_factory = asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("server", choices=SERVERS)
@@ -136,6 +201,12 @@ def main() -> None:
         # uvicorn's ws="websockets": built on websockets.legacy, deprecated but still shipped
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="websockets")
         _serve_uvicorn(app, sock, "websockets")
+    elif args.server == "granian":
+        _serve_granian(app, sock, "uvloop")
+    elif args.server == "granian-rloop":
+        _serve_granian(app, sock, "rloop")
+    elif args.server == "granian-asyncio":
+        _serve_granian(app, sock, "asyncio")
     elif args.server == "hypercorn":
         import asyncio
 

@@ -20,7 +20,18 @@ CONNECTIONS = 500
 #: How many handshakes are in flight at once (all CONNECTIONS stay open together regardless).
 OPENING = 100
 #: The servers this runs on; every one by default.
-CONCURRENT_SERVERS = ("uvicorn", "uvicorn-wsproto", "uvicorn-legacy", "uvicorn-turbows", "hypercorn", "hypercorn-trio", "daphne")
+CONCURRENT_SERVERS = (
+    "uvicorn",
+    "uvicorn-wsproto",
+    "uvicorn-legacy",
+    "uvicorn-turbows",
+    "hypercorn",
+    "hypercorn-trio",
+    "daphne",
+    "granian",
+    "granian-asyncio",
+    "granian-rloop",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ record what the app observed also run on Starlette's own class
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from harness import ServerProcess, new_key, recv, reset, run
+from launch import MAX_MESSAGE
 
 MIB = 1024 * 1024
 
@@ -43,28 +45,46 @@ class Traits:
     #: An empty text or binary message the app sends reaches the client (daphne drops them:
     #: its handle_reply tests ``message.get("text")`` for truth).
     sends_empty: bool = True
+    #: The scope's extensions besides the denial one.
+    other_extensions: tuple[str, ...] = ()
+    #: The status the client gets when the app raises before accepting.
+    app_error_status: int = 500
+    #: The type of the port in the scope's ``client`` and ``server`` (the ASGI spec's int).
+    port_type: type = int
+    #: The optional websocket scope keys the server leaves out.
+    scope_lacks: frozenset[str] = frozenset()
+    #: A message over the server's limit: the code of the close frame it answers with (None: it
+    #: drops the connection without one), and the code of the disconnect the app gets.
+    oversize_close: int | None = 1009
+    oversize_disconnect: int = 1009
 
 
 TRAITS = {
     # connection_lost after the handshake queues code 1005; its send raises ClientDisconnected (an OSError).
     "uvicorn": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
     "uvicorn-wsproto": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
-    # turbows' native protocol behaves as uvicorn's sansio one.
-    "uvicorn-turbows": Traits(vanished_code=1005, send_to_vanished=("raises OSError",)),
+    # turbows' native protocol behaves as uvicorn's sansio one, and offers the hub's fan-out writer.
+    "uvicorn-turbows": Traits(
+        vanished_code=1005, send_to_vanished=("raises OSError",), other_extensions=("turbows.fanout",)
+    ),
     # ws="websockets" (websockets.legacy): the disconnect's code is websockets' CloseCode enum, its
     # reason ""; a send after the loss raises ClientDisconnected (an OSError) or, once the protocol
-    # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn.
+    # has seen the loss, a RuntimeError as if the app had closed: a race inside uvicorn. A message
+    # over its limit: the client gets 1009, the app 1006.
     "uvicorn-legacy": Traits(
         send_to_vanished=(
             "raises OSError",
             "Unexpected ASGI message 'websocket.send', after sending 'websocket.close' "
             "or response already completed.",
-        )
+        ),
+        oversize_disconnect=1006,
     ),
-    # hypercorn reports any close the app did not start as 1006 and drops the client's code and reason.
-    "hypercorn": Traits(client_close=False, client_close_seen_as=(1006, "")),
-    "hypercorn-trio": Traits(client_close=False, client_close_seen_as=(1006, "")),
-    # daphne: no denial extension, ignores accept headers and close reasons both ways.
+    # hypercorn reports any close the app did not start as 1006 (a message over its limit too) and
+    # drops the client's code and reason.
+    "hypercorn": Traits(client_close=False, client_close_seen_as=(1006, ""), oversize_disconnect=1006),
+    "hypercorn-trio": Traits(client_close=False, client_close_seen_as=(1006, ""), oversize_disconnect=1006),
+    # daphne: no denial extension, ignores accept headers and close reasons both ways; a message
+    # over its limit drops the connection without a close frame.
     "daphne": Traits(
         denial=False,
         accept_headers=False,
@@ -72,8 +92,32 @@ TRAITS = {
         client_close=False,
         client_close_seen_as=(4002, ""),
         sends_empty=False,
+        # so Starlette's URL for the connection falls back to the "http" scheme
+        scope_lacks=frozenset({"extensions", "http_version", "scheme", "state"}),
+        oversize_close=None,
+        oversize_disconnect=1006,
+    ),
+    # granian (2.8): its accept ignores "headers"; its websocket.disconnect has the client's close
+    # code but no reason; a vanished client's disconnect is 1005, and sends to it are dropped; an
+    # app that raises before accepting gets the client a 403, as a close before accepting does;
+    # every scope, websocket ones too, offers the HTTP extension http.response.pathsend; the
+    # scope's client and server ports are strings (so is ``WebSocket.client.port``); its limit is
+    # a fixed 16 MiB frame (no setting), and a message over it gets a close frame without a code.
+    "granian": Traits(
+        accept_headers=False,
+        client_close=False,
+        client_close_seen_as=(4002, ""),
+        vanished_code=1005,
+        other_extensions=("http.response.pathsend",),
+        app_error_status=403,
+        port_type=str,
+        oversize_close=1005,
+        oversize_disconnect=1005,
     ),
 }
+# The same Rust server on asyncio's own loop, and on rloop (granian's author's Rust loop, which
+# its `--loop auto` picks first where installed).
+TRAITS["granian-asyncio"] = TRAITS["granian-rloop"] = TRAITS["granian"]
 
 DENIAL_MESSAGE = "The server doesn't support the Websocket Denial Response extension."
 
@@ -110,9 +154,9 @@ JSON_VALUES = [
 # -- the served core ------------------------------------------------------------
 
 
-def fanout_extension(server: ServerProcess) -> list[str]:
-    """turbows' protocol offers the hub's fan-out writer in every connection's scope."""
-    return ["turbows.fanout"] if server.server == "uvicorn-turbows" else []
+def other_extensions(server: ServerProcess) -> list[str]:
+    """The extensions in every connection's scope besides the denial one (turbows' protocol: the hub's fan-out writer)."""
+    return list(traits(server).other_extensions)
 
 
 def test_serves_the_requested_core(server: ServerProcess) -> None:
@@ -124,8 +168,55 @@ def test_serves_the_requested_core(server: ServerProcess) -> None:
         assert info["protocol"] == "WebSocketsSansIOProtocol"  # uvicorn's default, "auto"
     if server.server == "uvicorn-turbows":
         assert info["protocol"] == "native"  # the compiled protocol, not the sansio fallback
+    if server.server.startswith("granian"):  # the loop asked for
+        loop = {"granian": "uvloop", "granian-asyncio": "asyncio", "granian-rloop": "rloop"}[server.server]
+        assert info["loop"].split(".")[0] == loop, info
     expected = ["websocket.http.response"] if traits(server).denial else []
-    assert info["extensions"] == sorted(expected + fanout_extension(server))
+    assert info["extensions"] == sorted(expected + other_extensions(server))
+
+
+#: The keys Starlette's router adds to the scope, and those a websocket scope may have (ASGI 3).
+ROUTER_KEYS = {"app", "router", "route", "endpoint", "path_params", "starlette.exception_handlers"}
+ASGI_KEYS = {
+    *("type", "asgi", "http_version", "scheme", "path", "raw_path", "query_string", "root_path"),
+    *("headers", "client", "server", "subprotocols", "state", "extensions"),
+}
+
+
+def test_the_connection_as_the_app_sees_it(server: ServerProcess) -> None:
+    """The scope's keys, and what the class makes of them: URL, client, parameters, headers, cookies."""
+
+    async def scenario(impl: str) -> Any:
+        headers = {"cookie": "c=1; d=2", "x-turbows": "h"}
+        async with server.connect(f"/connection/żółw?impl={impl}&a=1&a=2", additional_headers=headers) as ws:
+            local_port = ws.local_address[1]
+            report = json.loads(await recv(ws))
+        # what depends on the class asked for, or on the connection's own port, made comparable
+        report["url"] = report["url"].replace(f"impl={impl}", "impl=IMPL")
+        report["query_params"].remove(["impl", impl])
+        host, port = report["client"]
+        report["client"] = [host, str(port) == str(local_port), type(port).__name__]
+        return report
+
+    report = _both(server, scenario)
+    lacks = traits(server).scope_lacks
+    port = server.port
+    served_port = port if traits(server).port_type is int else str(port)
+    assert set(report["scope_keys"]) - ROUTER_KEYS == ASGI_KEYS - lacks
+    scheme = "http" if "scheme" in lacks else "ws"  # Starlette's URL, where the scope has no scheme
+    assert report == {
+        "scope_keys": report["scope_keys"],
+        "url": f"{scheme}://127.0.0.1:{port}/connection/żółw?impl=IMPL&a=1&a=2",
+        "client": ["127.0.0.1", True, traits(server).port_type.__name__],
+        "server": ["127.0.0.1", served_port],
+        "query_params": [["a", "1"], ["a", "2"]],
+        "path_params": {"name": "żółw"},
+        "headers": [["host", [f"127.0.0.1:{port}"]], ["x-turbows", ["h"]]],
+        "cookies": {"c": "1", "d": "2"},
+        "subprotocols": [],
+        "http_version": None if "http_version" in lacks else "1.1",
+        "scheme": None if "scheme" in lacks else "ws",
+    }
 
 
 # -- echo -------------------------------------------------------------------------
@@ -226,6 +317,46 @@ def test_one_mebibyte_messages_both_ways(server: ServerProcess, kind: str) -> No
     assert all(type(reply) is type(message) and reply == message for reply in replies)
 
 
+def test_a_client_ping_gets_its_pong_between_messages(server: ServerProcess) -> None:
+    """The server answers a ping with its payload (the app never sees it), and the echo goes on around it."""
+
+    async def scenario() -> list[Any]:
+        async with server.connect("/echo/text") as ws:
+            await ws.send("before")
+            pong = await ws.ping(b"turbows ping")  # websockets matches the pong to this payload
+            await ws.send("after")
+            replies = [await recv(ws), await recv(ws)]
+            await asyncio.wait_for(pong, 10)
+            return replies
+
+    assert run(scenario()) == ["before", "after"]
+
+
+def test_a_message_over_the_limit_ends_the_connection(server: ServerProcess) -> None:
+    """One byte over the server's limit (``launch.MAX_MESSAGE``; granian's own, the same 16 MiB): the
+    server closes before the app sees the message, and the app gets a disconnect."""
+
+    async def scenario(impl: str) -> Any:
+        key = new_key()
+        async with server.connect(f"/close-by-client/{key}?impl={impl}") as ws:
+            assert await recv(ws) == "ready"
+            with pytest.raises(ConnectionClosed) as closed:  # while it sends (the server stops reading), or after
+                await ws.send("x" * (MAX_MESSAGE + 1))
+                await recv(ws, timeout=30)
+        received = closed.value.rcvd
+        return (None if received is None else received.code), await server.events(key)
+
+    code, events = _both(server, scenario, timeout=60)
+    assert code == traits(server).oversize_close
+    (disconnect, states), after = events[0][1:], events[1]
+    assert (disconnect["class"], disconnect["code"], states) == (
+        "WebSocketDisconnect",
+        traits(server).oversize_disconnect,
+        ["DISCONNECTED", "CONNECTED"],
+    )
+    assert after[0] == "receive after disconnect"
+
+
 # -- the handshake ------------------------------------------------------------------
 
 
@@ -244,17 +375,17 @@ def test_subprotocol_negotiation(server: ServerProcess) -> None:
 
 
 def test_accept_headers_reach_the_client(server: ServerProcess) -> None:
-    async def scenario() -> tuple[Any, Any]:
-        async with server.connect("/headers") as ws:
-            return ws.response.headers, await recv(ws)
+    async def scenario(impl: str) -> tuple[Any, Any, Any]:
+        async with server.connect(f"/headers?impl={impl}") as ws:
+            headers = ws.response.headers
+            return headers.get_all("x-turbows"), headers.get_all("set-cookie"), await recv(ws)
 
-    headers, greeting = run(scenario())
+    x_turbows, cookies, greeting = _both(server, scenario)
     assert greeting == "hello"
     if traits(server).accept_headers:
-        assert headers["x-turbows"] == "accepted"
-        assert headers["set-cookie"] == "turbows=1; Path=/"
-    else:  # daphne drops them (its handle_reply reads only "subprotocol")
-        assert "x-turbows" not in headers
+        assert (x_turbows, cookies) == (["accepted"], ["turbows=1; Path=/"])
+    else:  # daphne drops them (its handle_reply reads only "subprotocol"); granian's accept too
+        assert (x_turbows, cookies) == ([], [])
 
 
 # -- closing, both ways --------------------------------------------------------------
@@ -338,10 +469,10 @@ def test_denial_response(server: ServerProcess) -> None:
     (status, body, header), events = _both(server, scenario)
     if traits(server).denial:
         assert (status, body, header) == (401, b"denied by the app", "yes")
-        extensions = sorted(["websocket.http.response", *fanout_extension(server)])
+        extensions = sorted(["websocket.http.response", *other_extensions(server)])
         assert events == [["extensions", extensions], ["denial", "sent", ["CONNECTING", "DISCONNECTED"]]]
     else:  # daphne: the RuntimeError leaves the app, and the server answers 500
-        assert status == 500
+        assert status == traits(server).app_error_status
         assert events == [
             ["extensions", []],
             ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
@@ -349,7 +480,7 @@ def test_denial_response(server: ServerProcess) -> None:
 
 
 def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> None:
-    """The app raises Starlette's RuntimeError (the scope without the extension); the server answers 500."""
+    """The app raises Starlette's RuntimeError (the scope without the extension); the server answers 500 (granian 403)."""
 
     async def scenario(impl: str) -> Any:
         key = new_key()
@@ -357,9 +488,9 @@ def test_denial_without_the_extension_fails_loudly(server: ServerProcess) -> Non
         return refused, await server.events(key)
 
     (status, _, header), events = _both(server, scenario)
-    assert status == 500 and header is None
+    assert status == traits(server).app_error_status and header is None
     assert events == [
-        ["extensions", fanout_extension(server)],
+        ["extensions", other_extensions(server)],
         ["denial", {"class": "RuntimeError", "message": DENIAL_MESSAGE}, ["CONNECTING", "CONNECTING"]],
     ]
 

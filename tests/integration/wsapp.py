@@ -13,6 +13,7 @@ until the handler has finished. Everything an endpoint awaits is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -117,6 +118,14 @@ async def _until_client_closes(ws: Any) -> None:
 # -- handlers ---------------------------------------------------------------------
 
 
+def _event_loop() -> str:
+    """The module of the running asyncio loop's class ("uvloop", "asyncio.unix_events"), else "trio"."""
+    try:
+        return type(asyncio.get_running_loop()).__module__
+    except RuntimeError:  # no asyncio loop: hypercorn's trio worker
+        return "trio"
+
+
 async def core(ws: Any) -> None:
     """Which class and core serve this process, and what the server offers."""
     await ws.accept()
@@ -130,7 +139,31 @@ async def core(ws: Any) -> None:
             "extensions": sorted(ws.scope.get("extensions") or {}),
             "server": SERVER,
             "protocol": PROTOCOL,
+            "loop": _event_loop(),
             "pid": os.getpid(),
+        }
+    )
+    await _until_client_closes(ws)
+
+
+async def connection(ws: Any) -> None:
+    """What the class makes of the server's scope: its URL, client, parameters, and which keys the scope has."""
+    await ws.accept()
+    scope = ws.scope
+    server = scope.get("server")
+    await ws.send_json(
+        {
+            "scope_keys": sorted(scope),
+            "url": str(ws.url),
+            "client": None if ws.client is None else [ws.client.host, ws.client.port],
+            "server": None if server is None else list(server),
+            "query_params": sorted(ws.query_params.multi_items()),
+            "path_params": ws.path_params,
+            "headers": sorted({name: ws.headers.getlist(name) for name in ("host", "x-turbows")}.items()),
+            "cookies": ws.cookies,
+            "subprotocols": scope.get("subprotocols"),
+            "http_version": scope.get("http_version"),
+            "scheme": scope.get("scheme"),
         }
     )
     await _until_client_closes(ws)
@@ -357,6 +390,7 @@ async def events(ws: Any) -> None:
 app = Starlette(
     routes=[
         WebSocketRoute("/core", Endpoint(core)),
+        WebSocketRoute("/connection/{name}", Endpoint(connection)),
         WebSocketRoute("/echo/{kind}", Endpoint(echo)),
         WebSocketRoute("/json-errors", Endpoint(json_errors)),
         WebSocketRoute("/cancel-receive", Endpoint(cancel_receive)),
