@@ -486,8 +486,6 @@ cdef bytes frame_header(int first, Py_ssize_t n):
     return result
 
 
-
-
 @cython.final
 cdef class ServerFrame:
     """One message's unmasked server frame (FIN, text or binary), built once

@@ -182,8 +182,9 @@ cdef class WebSocketProtocol(FrameReader):
     # sleep on, one each: the oldest's, then any others' in order (concurrent
     # receive() calls are rare; the common case costs no list operation).
     # A list, not a deque: it holds a few messages at most (parsing pauses at
-    # ws_max_queue, 32 by default, so pop(0) moves a few pointers), and an idle connection's empty list is 56 bytes where a
-    # deque is 760; `later_waiters` exists only while concurrent receives wait.
+    # ws_max_queue, 32 by default, so pop(0) moves a few pointers), and an idle
+    # connection's empty list is 56 bytes where a deque is 760. `later_waiters`
+    # exists only once concurrent receives have waited.
     cdef list queue
     cdef object waiter
     cdef list later_waiters
