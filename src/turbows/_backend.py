@@ -135,6 +135,8 @@ class LocalBackend(Backend):
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: A Redis Cluster, through sharded pub/sub (``_redis_cluster``).
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 def backend_for(url: object, deliver: Deliver) -> Backend:
@@ -147,4 +149,11 @@ def backend_for(url: object, deliver: Deliver) -> Backend:
         from ._redis import RedisBackend  # redis-py is an extra: imported only for a Redis hub
 
         return RedisBackend(url, deliver)
-    raise ValueError(f"turbows.Hub(url): unsupported URL {url!r}; expected redis://, rediss:// or unix://, or None")
+    if url.startswith(_CLUSTER_SCHEMES):
+        from ._redis_cluster import RedisClusterBackend
+
+        return RedisClusterBackend(url, deliver)
+    raise ValueError(
+        f"turbows.Hub(url): unsupported URL {url!r}; expected redis://, rediss://, unix://, "
+        "redis+cluster:// or rediss+cluster://, or None"
+    )
