@@ -101,6 +101,8 @@ class RedisClusterBackend(RedisBackend):
         from redis.backoff import NoBackoff
         from redis.crc import key_slot
 
+        # redis-py's cluster errors (no node reachable, no slot map) are not RedisErrors: outages too.
+        self._errors = (*self._errors, self._redis.exceptions.RedisClusterException)
         redis_url, nodes = split_nodes(redis_url)
         self._nodes = nodes
         self._key_slot = key_slot
@@ -116,8 +118,8 @@ class RedisClusterBackend(RedisBackend):
                 max_connections=POOL_SIZE,
             )
             codecs.lookup(self._client.connection_kwargs.get("encoding", "utf-8"))  # see RedisBackend
-        except (ValueError, TypeError, LookupError, self._redis.RedisError) as exc:
-            # RedisError: redis-py's own checks (a database other than 0: a cluster has only one).
+        except (ValueError, TypeError, LookupError, *self._errors) as exc:
+            # redis-py's own checks (a database other than 0: a cluster has only one).
             raise ValueError(
                 f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis Cluster URL: {exc}"
             ) from None
