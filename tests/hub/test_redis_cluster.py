@@ -29,6 +29,8 @@ pytestmark = pytest.mark.anyio
 
 #: Every wait here gives up after this long (a bound against hangs, not a timing).
 WAIT = 15.0
+#: The module's cluster asks for one: every URL here carries auth, as redis:// would.
+PASSWORD = "s3cret"
 
 _MISSING = {
     "redis": "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)",
@@ -49,7 +51,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[RedisCluster]:
     reason = cluster_support(request.param, binary)
     if reason:
         pytest.skip(reason)
-    started = RedisCluster(request.param, binary).start()
+    started = RedisCluster(request.param, binary, password=PASSWORD).start()
     try:
         yield started
     finally:
@@ -89,7 +91,7 @@ async def until(condition: Callable[[], Any], what: str) -> None:
 
 async def shardnumsub(node: RedisServer, channel: str) -> int:
     """Subscribers of ``channel`` on ``node`` itself (PUBSUB SHARDNUMSUB counts the node's own)."""
-    client = redis.Redis(host="127.0.0.1", port=node.port)
+    client = redis.Redis(host="127.0.0.1", port=node.port, password=node.password)
     try:
         _, count = await client.execute_command("PUBSUB", "SHARDNUMSUB", channel)
         return int(count)
@@ -209,9 +211,9 @@ async def test_url_forms(cluster: RedisCluster, prefix: str, websocket_class: ty
 
     first, second = cluster.nodes[:2]
     for url in (
-        f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{second.port}?prefix={prefix}",
-        f"redis+cluster://127.0.0.1:{first.port},127.0.0.1:{second.port}/0?prefix={prefix}&timeout=2.5",
-        f"redis+cluster://localhost:{first.port}?prefix={prefix}",
+        f"redis+cluster://:{PASSWORD}@127.0.0.1:{free_port()},127.0.0.1:{second.port}?prefix={prefix}",
+        f"redis+cluster://:{PASSWORD}@127.0.0.1:{first.port},127.0.0.1:{second.port}/0?prefix={prefix}&timeout=2.5",
+        f"redis+cluster://default:{PASSWORD}@localhost:{first.port}?prefix={prefix}",
     ):
         async with turbows.Hub(url) as h, hub(cluster, prefix) as publisher:
             assert h.connected
@@ -220,23 +222,13 @@ async def test_url_forms(cluster: RedisCluster, prefix: str, websocket_class: ty
             await until(lambda: member.payloads == [url], "the message")
 
 
-async def test_a_password(redis_binary: tuple[str, str], websocket_class: type) -> None:
-    """Auth in the URL as for redis://; a wrong password fails at start, and says where."""
-    reason = cluster_support(*redis_binary)
-    if reason:
-        pytest.skip(reason)
-    cluster = RedisCluster(*redis_binary, password="s3cret").start()
-    try:
-        async with turbows.Hub(cluster.url()) as h, turbows.Hub(cluster.url(nodes=3)) as publisher:
-            member = await member_of(h, websocket_class, "room")
-            await publisher.publish_text("room", "authenticated")
-            await until(lambda: member.payloads == ["authenticated"], "the message")
-        wrong = turbows.Hub(f"redis+cluster://:wrong@127.0.0.1:{cluster.nodes[0].port}")
-        with anyio.fail_after(WAIT), pytest.raises(turbows.HubUnavailable, match="cannot reach Redis at 127.0.0.1") as raised:
-            await wrong.start()
-        assert "wrong" not in str(raised.value)
-    finally:
-        cluster.remove()
+async def test_a_wrong_password_fails_start(cluster: RedisCluster) -> None:
+    """Auth is in the URL as for redis:// (every URL in this module has it); a wrong one fails at
+    start, saying where, not what."""
+    wrong = turbows.Hub(f"redis+cluster://:hunter2@127.0.0.1:{cluster.nodes[0].port}")
+    with anyio.fail_after(WAIT), pytest.raises(turbows.HubUnavailable, match="cannot reach Redis at 127.0.0.1") as raised:
+        await wrong.start()
+    assert "hunter2" not in str(raised.value) and not wrong.connected
 
 
 @pytest.mark.parametrize(
@@ -306,3 +298,40 @@ async def test_a_node_stopped_and_started_again(cluster: RedisCluster, prefix: s
             stats = h.stats()
             assert stats["redis_reconnects"] >= 1 and stats["redis_disconnects"] >= 1, stats
             assert stats["redis_publish_failures"] == 1 and stats["disconnected"] == 0, stats
+
+
+async def test_a_room_whose_slot_moves_to_another_node(cluster: RedisCluster, prefix: str, websocket_class: type) -> None:
+    """The room's slot reassigned to another node (CLUSTER SETSLOT ... NODE, on every node): Redis ends
+    the subscription there with SUNSUBSCRIBE; the listeners read the slot map again and subscribe on
+    the new owner, and the room's members, still in it, get what is published after."""
+    room = "room"
+    channel = f"{prefix}{room}"
+    slot = key_slot(channel.encode())
+    source = cluster.owner(slot)
+    target = next(node for node in cluster.nodes if node is not source)
+    async with hub(cluster, prefix) as one, hub(cluster, prefix) as two:
+        a, b = await member_of(one, websocket_class, room), await member_of(two, websocket_class, room)
+        await one.publish_text(room, "before")
+        await until(lambda: a.payloads == b.payloads == ["before"], "the first message")
+        with cluster.client(target) as client:
+            target_id = client.execute_command("CLUSTER", "MYID")
+        try:
+            for node in (target, source, *(n for n in cluster.nodes if n not in (source, target))):
+                with cluster.client(node) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+            await until(lambda: one.stats()["redis_reconnects"] >= 1 and two.stats()["redis_reconnects"] >= 1, "reconnects")
+            with anyio.fail_after(WAIT):
+                while await shardnumsub(target, channel) != 2:
+                    await anyio.sleep(0.01)
+            assert await shardnumsub(source, channel) == 0
+            await until(lambda: one.stats()["redis_subscriptions"] == two.stats()["redis_subscriptions"] == 1, "resubscribed")
+            await two.publish_text(room, "after")
+            await until(lambda: a.payloads == b.payloads == ["before", "after"], "the message after")
+        finally:
+            # The slot back where the module's cluster had it (cluster.owner reads the even split).
+            with cluster.client(source) as client:
+                source_id = client.execute_command("CLUSTER", "MYID")
+            for node in (source, target, *(n for n in cluster.nodes if n not in (source, target))):
+                with cluster.client(node) as client:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", source_id)
+            cluster.wait_ok()
