@@ -10,6 +10,7 @@ as it found it.
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 from collections.abc import Iterator
 
@@ -27,6 +28,8 @@ from test_redis import WAIT, member_of, until  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
+#: redis-py 8 reads the slot map from any node that answers, where earlier ones use their default node.
+REDIS_PY_8 = int(importlib.metadata.version("redis").split(".")[0]) >= 8
 #: The module's cluster asks for one: every URL here carries auth, as redis:// would.
 PASSWORD = "s3cret"
 
@@ -257,6 +260,18 @@ async def test_a_node_stopped_and_started_again(cluster: RedisCluster, prefix: s
             for h in (one, two):
                 with anyio.fail_after(WAIT), pytest.raises(turbows.HubUnavailable, match="did not take the message"):
                     await h.publish_text(down_room, "lost")
+            # A room on a shard that is up still takes publishes; no worker hears it (each listener
+            # waits for every node), as at most once allows. Before redis-py 8.0, RedisCluster reads
+            # the slot map again through its default node, and while that is the node down every
+            # publish fails: still within the bound.
+            up_failed = 0
+            with anyio.fail_after(WAIT):
+                try:
+                    await one.publish_text(up_room, "up: while a node is down")
+                except turbows.HubUnavailable:
+                    if REDIS_PY_8:
+                        raise
+                    up_failed = 1
             with anyio.fail_after(WAIT):  # joining while a node is away does not hang
                 late = await member_of(two, websocket_class, down_room)
             assert (one.members(down_room), one.members(up_room), two.members(down_room)) == (1, 1, 2)
@@ -275,7 +290,8 @@ async def test_a_node_stopped_and_started_again(cluster: RedisCluster, prefix: s
         for h in (one, two):
             stats = h.stats()
             assert stats["redis_reconnects"] >= 1 and stats["redis_disconnects"] >= 1, stats
-            assert stats["redis_publish_failures"] == 1 and stats["disconnected"] == 0, stats
+            assert stats["redis_publish_failures"] == 1 + (up_failed if h is one else 0), stats
+            assert stats["disconnected"] == 0, stats
 
 
 async def test_a_room_whose_slot_moves_to_another_node(cluster: RedisCluster, prefix: str, websocket_class: type) -> None:
