@@ -329,3 +329,23 @@ async def test_a_room_whose_slot_moves_to_another_node(cluster: RedisCluster, pr
                 with cluster.client(node) as client:
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", source_id)
             cluster.wait_ok()
+
+
+async def test_a_cluster_url_at_a_redis_that_is_not_a_cluster(redis_server: RedisServer) -> None:
+    """A plain Redis named as a cluster: the start fails, saying why."""
+    h = turbows.Hub(f"redis+cluster://127.0.0.1:{redis_server.port}")
+    with anyio.fail_after(WAIT), pytest.raises(turbows.HubUnavailable, match="(?i)cluster"):
+        await h.start()
+
+
+async def test_a_plain_url_at_a_cluster_node_uses_classic_pub_sub(
+    cluster: RedisCluster, prefix: str, websocket_class: type
+) -> None:
+    """``redis://`` naming one node of a cluster works too, unsharded: the cluster carries a PUBLISH
+    on one node to subscribers on every node."""
+    one = turbows.Hub(f"redis://:{PASSWORD}@127.0.0.1:{cluster.nodes[0].port}/0?prefix={prefix}")
+    two = turbows.Hub(f"redis://:{PASSWORD}@127.0.0.1:{cluster.nodes[1].port}/0?prefix={prefix}")
+    async with one, two:
+        member = await member_of(two, websocket_class, "room")
+        await one.publish_text("room", "across nodes")
+        await until(lambda: member.payloads == ["across nodes"], "the message")
