@@ -226,17 +226,24 @@ class RedisCluster:
     #: cleared only after twice this).
     NODE_TIMEOUT_MS = 15000
 
-    def __init__(self, name: str, binary: str, *, size: int = 3, password: str | None = None) -> None:
+    def __init__(
+        self, name: str, binary: str, *, size: int = 3, password: str | None = None, tls: bool = False
+    ) -> None:
         self.password = password
-        options = (
+        self.tls = tls
+        options: tuple[str, ...] = (
             "--cluster-enabled", "yes",
             "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", str(self.NODE_TIMEOUT_MS),
         )
+        if tls:  # the bus over TLS too, so the nodes announce their TLS ports to TLS clients
+            options += ("--tls-cluster", "yes")
         # Each node's bus port of its own (by default the port + 10000, which a free port above 55535 lacks).
         self.bus_ports = [free_port() for _ in range(size)]
         self.nodes = [
-            RedisServer(f"{name}-cluster", binary, password=password, options=(*options, "--cluster-port", str(bus)))
+            RedisServer(
+                f"{name}-cluster", binary, password=password, tls=tls, options=(*options, "--cluster-port", str(bus))
+            )
             for bus in self.bus_ports
         ]
 
@@ -247,6 +254,12 @@ class RedisCluster:
         tail = "?" + "&".join(f"{name}={value}" for name, value in query.items()) if query else ""
         return f"redis+cluster://{auth}{hosts}{tail}"
 
+    def tls_url(self) -> str:
+        """``rediss+cluster://`` naming the first node's TLS port, trusting the cluster's certificate."""
+        auth = f":{self.password}@" if self.password else ""
+        first = self.nodes[0]
+        return f"rediss+cluster://{auth}127.0.0.1:{first.tls_port}?ssl_ca_certs={first.directory / 'cert.pem'}"
+
     def client(self, node: RedisServer) -> Any:
         import redis
 
@@ -254,6 +267,11 @@ class RedisCluster:
 
     def start(self) -> RedisCluster:
         try:
+            if self.tls:  # one certificate for every node: each trusts the others' on the bus
+                self.nodes[0]._certificate()
+                for node in self.nodes[1:]:
+                    for name in ("cert.pem", "key.pem"):
+                        shutil.copyfile(self.nodes[0].directory / name, node.directory / name)
             for node in self.nodes:
                 node.start()
             share = SLOTS // len(self.nodes)

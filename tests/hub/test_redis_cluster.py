@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import itertools
+import shutil
 from collections.abc import Iterator
 
 import anyio
@@ -349,3 +350,30 @@ async def test_a_plain_url_at_a_cluster_node_uses_classic_pub_sub(
         member = await member_of(two, websocket_class, "room")
         await one.publish_text("room", "across nodes")
         await until(lambda: member.payloads == ["across nodes"], "the message")
+
+
+async def test_tls(redis_binary: tuple[str, str], websocket_class: type) -> None:
+    """``rediss+cluster://``: the slot map, the publishes and every node's subscriber connection over TLS."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed: no certificate for the TLS servers")
+    reason = cluster_support(*redis_binary)
+    if reason:
+        pytest.skip(reason)
+    cluster = RedisCluster(*redis_binary, password=PASSWORD, tls=True)
+    try:
+        try:
+            cluster.start()
+        except RuntimeError as exc:
+            if "TLS support" not in str(exc):
+                raise
+            pytest.skip(f"this {redis_binary[0]}-server is built without TLS")
+        rooms = rooms_on_each_node(cluster, "turbows:")
+        async with turbows.Hub(cluster.tls_url()) as h, turbows.Hub(cluster.tls_url()) as publisher:
+            assert set(h._backend._connections) == {f"127.0.0.1:{node.tls_port}" for node in cluster.nodes}
+            members = [await member_of(h, websocket_class, room) for room in rooms]
+            for room in rooms:
+                await publisher.publish_text(room, f"over TLS to {room}")
+            await until(lambda: all(m.payloads for m in members), "every room's message")
+            assert [m.payloads for m in members] == [[f"over TLS to {room}"] for room in rooms]
+    finally:
+        cluster.remove()
