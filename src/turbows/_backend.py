@@ -8,7 +8,8 @@ gives. So every member of a room, in every process, gets that room's
 messages in the backend's one order (with Redis, the channel's order).
 
 ``LocalBackend`` serves one process: ``publish`` hands the envelope straight
-back. ``_redis.RedisBackend`` serves many processes on one Redis; it implements the same few
+back. ``_redis.RedisBackend`` serves many processes on one Redis (and
+``_redis_cluster.RedisClusterBackend``, its subclass, on a Redis Cluster); it implements the same few
 methods and nothing else in the hub changes:
 
 - ``publish(room, envelope)``: send it on, or raise ``HubUnavailable``

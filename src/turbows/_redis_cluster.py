@@ -156,7 +156,14 @@ class RedisClusterBackend(RedisBackend):
             self._connections = {
                 name: self._subscriber(node.connection_kwargs, node.connection_class) for name, node in primaries.items()
             }
-            await asyncio.gather(*(connection.connect() for connection in self._connections.values()))
+            # Every connect ends (each within its connect timeout) before a failure is raised, so
+            # none is left connecting behind the _close_connection that follows a failure.
+            results = await asyncio.gather(
+                *(connection.connect() for connection in self._connections.values()), return_exceptions=True
+            )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return self._connections
 
     def _route(self, channel: bytes) -> tuple[Any, Any]:
