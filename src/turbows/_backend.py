@@ -8,7 +8,8 @@ gives. So every member of a room, in every process, gets that room's
 messages in the backend's one order (with Redis, the channel's order).
 
 ``LocalBackend`` serves one process: ``publish`` hands the envelope straight
-back. ``_redis.RedisBackend`` serves many processes on one Redis; it implements the same few
+back. ``_redis.RedisBackend`` serves many processes on one Redis (and
+``_redis_cluster.RedisClusterBackend``, its subclass, on a Redis Cluster); it implements the same few
 methods and nothing else in the hub changes:
 
 - ``publish(room, envelope)``: send it on, or raise ``HubUnavailable``
@@ -135,6 +136,8 @@ class LocalBackend(Backend):
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: A Redis Cluster, through sharded pub/sub (``_redis_cluster``).
+_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
 def backend_for(url: object, deliver: Deliver) -> Backend:
@@ -147,4 +150,11 @@ def backend_for(url: object, deliver: Deliver) -> Backend:
         from ._redis import RedisBackend  # redis-py is an extra: imported only for a Redis hub
 
         return RedisBackend(url, deliver)
-    raise ValueError(f"turbows.Hub(url): unsupported URL {url!r}; expected redis://, rediss:// or unix://, or None")
+    if url.startswith(_CLUSTER_SCHEMES):
+        from ._redis_cluster import RedisClusterBackend
+
+        return RedisClusterBackend(url, deliver)
+    raise ValueError(
+        f"turbows.Hub(url): unsupported URL {url!r}; expected redis://, rediss://, unix://, "
+        "redis+cluster:// or rediss+cluster://, or None"
+    )

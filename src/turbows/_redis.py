@@ -170,37 +170,11 @@ class RedisBackend(Backend):
     def __init__(self, url: str, deliver: Deliver) -> None:
         super().__init__(deliver)
         redis = _import_redis()
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         redis_url, prefix, self._timeout = _split_url(url)
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, *_OUTAGE)
-        # redis-py's retries off: the hub's publish fails fast, the listener reconnects by itself.
-        # Concurrent publishes beyond the pool's size wait for a connection (within the publish's
-        # bound) rather than fail, as redis-py's default pool would ("Too many connections").
-        options: dict[str, Any] = {
-            "socket_timeout": self._timeout,
-            "socket_connect_timeout": self._timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "max_connections": POOL_SIZE,
-            "timeout": self._timeout,
-        }
-        try:
-            self._pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, **options)
-            # Replies as bytes, whatever the URL says (redis-py lets the URL's decode_responses= win
-            # over from_url's keywords): the hub reads them itself and never hands one to the app,
-            # and the listener matches channel messages as bytes.
-            self._pool.connection_kwargs["decode_responses"] = False
-            # encoding= still encodes redis-py's own str arguments (AUTH, CLIENT SETINFO): a codec
-            # Python does not know would fail every connection with a LookupError.
-            codecs.lookup(self._pool.connection_kwargs.get("encoding", "utf-8"))
-            # A connection made now (not connected) checks the URL's options here, not at the first publish.
-            self._pool.make_connection()
-        except (ValueError, TypeError, LookupError) as exc:
-            raise ValueError(f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis URL: {exc}") from None
-        self._client = redis.asyncio.Redis(connection_pool=self._pool)
-        self._prefix = prefix if prefix is not None else default_prefix(int(self._pool.connection_kwargs.get("db") or 0))
         self._redis = redis
+        db = self._make_client(redis_url)
+        self._prefix = prefix if prefix is not None else default_prefix(db)
         self._prefix_bytes = self._prefix.encode("utf-8")
 
         #: Rooms this process has members in: what the subscriber connection should be subscribed to.
@@ -231,9 +205,42 @@ class RedisBackend(Backend):
             "redis_stale": 0,
         }
 
+    def _make_client(self, redis_url: str) -> int:
+        """Make ``self._client`` (and its pool) for ``redis_url``; the database number it names."""
+        redis = self._redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        # redis-py's retries off: the hub's publish fails fast, the listener reconnects by itself.
+        # Concurrent publishes beyond the pool's size wait for a connection (within the publish's
+        # bound) rather than fail, as redis-py's default pool would ("Too many connections").
+        options: dict[str, Any] = {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "max_connections": POOL_SIZE,
+            "timeout": self._timeout,
+        }
+        try:
+            self._pool = redis.asyncio.BlockingConnectionPool.from_url(redis_url, **options)
+            # Replies as bytes, whatever the URL says (redis-py lets the URL's decode_responses= win
+            # over from_url's keywords): the hub reads them itself and never hands one to the app,
+            # and the listener matches channel messages as bytes.
+            self._pool.connection_kwargs["decode_responses"] = False
+            # encoding= still encodes redis-py's own str arguments (AUTH, CLIENT SETINFO): a codec
+            # Python does not know would fail every connection with a LookupError.
+            codecs.lookup(self._pool.connection_kwargs.get("encoding", "utf-8"))
+            # A connection made now (not connected) checks the URL's options here, not at the first publish.
+            self._pool.make_connection()
+        except (ValueError, TypeError, LookupError) as exc:
+            raise ValueError(f"turbows.Hub(url): {_redacted(redis_url)!r} is not a usable Redis URL: {exc}") from None
+        self._client = redis.asyncio.Redis(connection_pool=self._pool)
+        self._publish = self._client.publish
+        return int(self._pool.connection_kwargs.get("db") or 0)
+
     def __repr__(self) -> str:
         state = "connected" if self._connected else "disconnected"
-        return f"<RedisBackend {state}, prefix {self._prefix!r}, {len(self._wanted)} rooms>"
+        return f"<{type(self).__name__} {state}, prefix {self._prefix!r}, {len(self._wanted)} rooms>"
 
     # -- lifetime ------------------------------------------------------------------
 
@@ -317,13 +324,13 @@ class RedisBackend(Backend):
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    await self._client.publish(channel, data)
+                    await self._publish(channel, data)
                 except self._redis.ConnectionError:
                     # Once more, on a new connection, within the same bound: a pooled connection
                     # from before a Redis restart fails on first use though Redis is back (that
                     # message never reached the new Redis). Only a connection that drops between
                     # Redis taking the PUBLISH and its reply could deliver one message twice.
-                    await self._client.publish(channel, data)
+                    await self._publish(channel, data)
         except self._errors as exc:
             self._stats["redis_publish_failures"] += 1
             reason = "no reply in time" if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
@@ -390,9 +397,10 @@ class RedisBackend(Backend):
             await connection.connect()
         return self._connections
 
-    def _route(self, channel: bytes) -> Any:
-        """Which subscriber connection carries ``channel``."""
-        return None
+    def _route(self, channel: bytes) -> tuple[Any, Any]:
+        """Which subscriber connection carries ``channel`` (its key in ``_connections``), and which
+        channels one (UN)SUBSCRIBE command may name together with it (those with the same second item)."""
+        return None, None
 
     async def _connect(self) -> None:
         await self._open()
@@ -505,11 +513,11 @@ class RedisBackend(Backend):
                 continue
             commands: dict[Any, list[tuple[Any, ...]]] = {}
             for rooms, command in ((joined, self._SUBSCRIBE), (left, self._UNSUBSCRIBE)):
-                channels: dict[Any, list[bytes]] = {}
+                channels: dict[tuple[Any, Any], list[bytes]] = {}
                 for room in rooms:
                     channel = self._prefix_bytes + room.encode("utf-8")
                     channels.setdefault(self._route(channel), []).append(channel)
-                for key, names in channels.items():
+                for (key, _), names in channels.items():
                     commands.setdefault(key, []).append((command, *names))
             for room in joined:
                 requested.add(room)
@@ -564,10 +572,15 @@ class RedisBackend(Backend):
                 self._confirmed[room] = self._confirmed.get(room, 0) + 1
                 self._proven = True
                 self._advance()
-            elif kind == unsubscribed_kind or kind == b"pong":
+            elif kind == unsubscribed_kind:
+                self._unsubscribed(reply[1][prefix_length:].decode("utf-8", "surrogateescape"))
+            elif kind == b"pong":
                 pass
             else:
                 raise self._redis.ConnectionError(f"unexpected reply on the subscriber connection: {reply!r}")
+
+    def _unsubscribed(self, room: str) -> None:
+        """An UNSUBSCRIBE confirmed: on one Redis, always the reply to this listener's own."""
 
     def stats(self) -> dict[str, int]:
         stats = dict(self._stats)

@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ pytest.importorskip("redis.asyncio", reason='the Redis hub needs redis-py: pip i
 from turbows._cores import NO_EXTENSIONS  # noqa: E402
 
 from harness import ServerProcess, new_key, recv, run  # noqa: E402
-from redis_server import RedisServer, binaries, free_port  # noqa: E402
+from redis_server import RedisCluster, RedisServer, binaries, cluster_support, free_port  # noqa: E402
 from test_hub import WAIT, HubClient, _drain, _stalled_member, messages, sequence_of, tagged  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -296,8 +296,58 @@ def test_uvicorn_workers_with_the_chat_example(core: str, redis_binary: tuple[st
     connect until both workers have members (Redis counts two subscribers), then each one's message
     reaches every other client, whichever worker it is on."""
     server = RedisServer(*redis_binary).start()
+
+    async def subscribers() -> int:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(server.url())
+        try:
+            ((_, count),) = await client.pubsub_numsub("turbows:kitchen")
+            return int(count)
+        finally:
+            await client.aclose()
+
+    try:
+        _chat_across_workers(core, server.url(), subscribers, tmp_path)
+    finally:
+        server.remove()
+
+
+@pytest.mark.parametrize("core", ["speedups", "pure"])
+def test_uvicorn_workers_with_the_chat_example_on_a_redis_cluster(
+    core: str, redis_binary: tuple[str, str], tmp_path: Path
+) -> None:
+    """The same on a 3-node Redis Cluster (``redis+cluster://``): the room's shard counts the two
+    workers' SSUBSCRIBEs, and each client's message reaches every other through sharded pub/sub."""
+    reason = cluster_support(*redis_binary)
+    if reason:
+        pytest.skip(reason)
+    from redis.crc import key_slot
+
+    cluster = RedisCluster(*redis_binary).start()
+    owner = cluster.owner(key_slot(b"turbows:kitchen"))
+
+    async def subscribers() -> int:
+        from redis.asyncio import Redis
+
+        client = Redis(host="127.0.0.1", port=owner.port)
+        try:
+            _, count = await client.execute_command("PUBSUB", "SHARDNUMSUB", "turbows:kitchen")
+            return int(count)
+        finally:
+            await client.aclose()
+
+    try:
+        _chat_across_workers(core, cluster.url(nodes=2), subscribers, tmp_path)
+    finally:
+        cluster.remove()
+
+
+def _chat_across_workers(core: str, url: str, subscribers: Callable[[], Awaitable[int]], tmp_path: Path) -> None:
+    """Clients connect to ``uvicorn --workers 2`` until ``subscribers()`` says both workers subscribed to
+    the room; then every client's message reaches every other."""
     port = free_port()
-    env = dict(os.environ, TURBOWS_HUB_URL=server.url(), PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TURBOWS_HUB_URL=url, PYTHONUNBUFFERED="1")
     if core == "pure":
         env["TURBOWS_NO_EXTENSIONS"] = "1"
     log = open(tmp_path / "uvicorn.log", "wb")
@@ -308,10 +358,8 @@ def test_uvicorn_workers_with_the_chat_example(core: str, redis_binary: tuple[st
     )
 
     async def scenario() -> None:
-        from redis.asyncio import Redis
         from websockets.asyncio.client import connect
 
-        client = Redis.from_url(server.url())
         clients: list[Any] = []
         try:
             for _ in range(int(WAIT / 0.1)):
@@ -320,12 +368,18 @@ def test_uvicorn_workers_with_the_chat_example(core: str, redis_binary: tuple[st
                         break
                 except OSError:
                     await asyncio.sleep(0.1)
-            subscribers = 0
-            while subscribers < 2 and len(clients) < 40:
-                ws = await connect(f"ws://127.0.0.1:{port}/ws/kitchen/c{len(clients)}", open_timeout=5)
+            else:
+                raise AssertionError(f"uvicorn --workers 2 did not accept a connection in {WAIT}s")
+            subscribed = 0
+            while subscribed < 2 and len(clients) < 40:
+                # max_queue=None: the app tells every member when one leaves, and a client whose
+                # queue is full stops reading, so its close handshake would wait out close_timeout
+                # (10 s each, in turn: the ~50 s this test took when a worker came up late and
+                # twenty clients landed on the first).
+                ws = await connect(f"ws://127.0.0.1:{port}/ws/kitchen/c{len(clients)}", open_timeout=5, max_queue=None)
                 clients.append(ws)
-                (_, subscribers), = await client.pubsub_numsub("turbows:kitchen")
-            assert subscribers == 2, f"{len(clients)} connections all landed on one worker"
+                subscribed = await subscribers()
+            assert subscribed == 2, f"{len(clients)} connections all landed on one worker"
             for sender, ws in enumerate(clients):
                 await ws.send(f"hello from {sender}")
             for receiver, ws in enumerate(clients):
@@ -342,9 +396,7 @@ def test_uvicorn_workers_with_the_chat_example(core: str, redis_binary: tuple[st
                     f"Client #c{n} says: hello from {n}" for n in range(len(clients)) if n != receiver
                 )
         finally:
-            for ws in clients:
-                await ws.close()
-            await client.aclose()
+            await asyncio.gather(*(ws.close() for ws in clients))
 
     try:
         run(scenario(), 90)
@@ -356,4 +408,3 @@ def test_uvicorn_workers_with_the_chat_example(core: str, redis_binary: tuple[st
             os.killpg(process.pid, 9)
             process.wait(timeout=5)
         log.close()
-        server.remove()
