@@ -353,15 +353,29 @@ def _chat_across_workers(core: str, url: str, subscribers: Callable[[], Awaitabl
     log = open(tmp_path / "uvicorn.log", "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "app:app", "--app-dir", str(ROOT / "examples" / "chat"), "--workers", "2",
-         "--host", "127.0.0.1", "--port", str(port), "--ws", "turbows.uvicorn:WebSocketProtocol", "--log-level", "warning"],
+         "--host", "127.0.0.1", "--port", str(port), "--ws", "turbows.uvicorn:WebSocketProtocol",
+         "--log-level", "info", "--no-access-log"],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
     )
+
+    async def both_workers_started() -> None:
+        # Until the second worker is up, the first accepts every connection: on a loaded
+        # machine that outlasted the 40 clients below ("all landed on one worker").
+        for _ in range(int(WAIT / 0.1)):
+            if (tmp_path / "uvicorn.log").read_bytes().count(b"Application startup complete.") >= 2:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"uvicorn --workers 2 did not start both workers in {WAIT}s:\n"
+            + (tmp_path / "uvicorn.log").read_text(errors="replace")[-2000:]
+        )
 
     async def scenario() -> None:
         from websockets.asyncio.client import connect
 
         clients: list[Any] = []
         try:
+            await both_workers_started()
             for _ in range(int(WAIT / 0.1)):
                 try:
                     async with connect(f"ws://127.0.0.1:{port}/ws/lobby/probe", open_timeout=2):
