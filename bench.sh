@@ -60,7 +60,7 @@ ensure_venv() {
         "$interpreter" -m venv "$venv"
         "$venv/bin/python" -m pip install --quiet --upgrade pip
     fi
-    if [ ! -e "$stamp" ] || [ -n "$(find pyproject.toml setup.py src _speedups -newer "$stamp" -type f 2>/dev/null | head -1)" ]; then
+    if [ ! -e "$stamp" ] || [ -n "$(find pyproject.toml setup.py src _speedups -newer "$stamp" -type f -not -path '*.egg-info/*' 2>/dev/null | head -1)" ]; then
         say "installing turbows and its benchmark extra into $venv (non-editable; compiles the extension)"
         rm -rf build
         "$venv/bin/python" -m pip install --quiet --force-reinstall --no-deps .

@@ -9,7 +9,7 @@ turbows.uvicorn:WebSocketProtocol``, uvloop, httptools), serving
 ``redis_app.py``. Per implementation (``/turbows/...``: the hub;
 ``/broadcaster/...``: broadcaster's subscribe/publish loop on Starlette's
 WebSocket), ``--members`` members connect to each worker and one publisher to
-the first. The publisher sends 150-byte texts, keeping at most ``WINDOW``
+the first. The publisher sends 150-byte texts, keeping at most ``--window`` (64)
 messages ahead of the slowest member (so the rate is what the slowest path
 sustains, and no queue grows without bound); every member must get every one.
 
@@ -153,7 +153,9 @@ class Processes:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def measure(kind: str, ports: list[int], pids: list[int], members: int, duration: float, stall: float) -> dict:
+async def measure(
+    kind: str, ports: list[int], pids: list[int], members: int, duration: float, stall: float, in_flight: int
+) -> dict:
     """One implementation's run: the throughput phase, then the stalled-member phase."""
     from picows import WSListener, WSMsgType, ws_connect
 
@@ -231,7 +233,7 @@ async def measure(kind: str, ports: list[int], pids: list[int], members: int, du
                 cpu_at_start[:] = [cpu_seconds(pid) for pid in pids]
                 first_seq = progress["seq"] + 1
                 measure_from = now
-            while progress["seq"] - progress["complete"] < WINDOW:
+            while progress["seq"] - progress["complete"] < in_flight:
                 progress["seq"] += 1
                 seq = progress["seq"]
                 text = f"{seq} ".encode()
@@ -335,7 +337,7 @@ def write(out_dir: Path, report: dict) -> None:
     header = (
         f"## Across two workers on {report['redis']}\n\n"
         f"Two uvicorn workers on turbows' protocol, {report['members']} members on each, one publisher "
-        f"(150-byte texts, at most {WINDOW} ahead of the slowest member), {report['duration']} s measured; "
+        f"(150-byte texts, at most {report['window']} ahead of the slowest member), {report['duration']} s measured; "
         f"then {report['stall']} s of {STALL_SIZE // 1024} KiB messages with one member per worker that stops reading. "
         f"{report['machine']}; client, workers and Redis share it. `python benchmarks/redis_fanout.py`.\n\n"
     )
@@ -363,14 +365,14 @@ async def main_async(args: argparse.Namespace) -> dict:
             log("broadcaster is not installed (pip install broadcaster): turbows only")
         results = {}
         for kind in kinds:
-            results[kind] = await measure(kind, ports, pids, args.members, args.duration, args.stall)
+            results[kind] = await measure(kind, ports, pids, args.members, args.duration, args.stall, args.window)
         return {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "redis": " ".join(version),
             "members": args.members,
             "duration": args.duration,
             "stall": args.stall,
-            "window": WINDOW,
+            "window": args.window,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
             "results": results,
         }
@@ -383,6 +385,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds measured per implementation")
     parser.add_argument("--stall", type=float, default=6.0, help="seconds of the stalled-member phase")
     parser.add_argument("--members", type=int, default=50, help="members per worker")
+    parser.add_argument("--window", type=int, default=WINDOW,
+                        help=f"messages the publisher keeps in flight ahead of the slowest member (default {WINDOW})")
     parser.add_argument("--out-dir", type=Path, default=Path("results"))
     args = parser.parse_args()
     import uvloop
