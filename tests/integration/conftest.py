@@ -26,22 +26,12 @@ import pytest
 from turbows._cores import NO_EXTENSIONS
 
 from harness import ServerProcess
+from launch import SERVERS
 
 #: Per test, a hard bound: nothing can hang CI.
 WATCHDOG_SECONDS = 150
 
-SERVER_NAMES = (
-    "uvicorn",
-    "uvicorn-wsproto",
-    "uvicorn-legacy",
-    "uvicorn-turbows",
-    "hypercorn",
-    "hypercorn-trio",
-    "daphne",
-    "granian",
-    "granian-asyncio",
-    "granian-rloop",
-)
+SERVER_NAMES = SERVERS  # every server launch.py can start
 CORE_NAMES = ("speedups", "pure")
 
 

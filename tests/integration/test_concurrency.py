@@ -15,23 +15,13 @@ from typing import Any
 import pytest
 
 from harness import ServerProcess, new_key, recv, run
+from launch import SERVERS
 
 CONNECTIONS = 500
 #: How many handshakes are in flight at once (all CONNECTIONS stay open together regardless).
 OPENING = 100
 #: The servers this runs on; every one by default.
-CONCURRENT_SERVERS = (
-    "uvicorn",
-    "uvicorn-wsproto",
-    "uvicorn-legacy",
-    "uvicorn-turbows",
-    "hypercorn",
-    "hypercorn-trio",
-    "daphne",
-    "granian",
-    "granian-asyncio",
-    "granian-rloop",
-)
+CONCURRENT_SERVERS = SERVERS
 
 
 @pytest.fixture(autouse=True)

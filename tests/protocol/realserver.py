@@ -78,6 +78,14 @@ async def echo(scope: Any, receive: Any, send: Any) -> None:
             return
 
 
+async def accept_and_wait(scope: Any, receive: Any, send: Any) -> None:
+    """Accepts, then receives only the disconnect: an app that never lags behind on purpose."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
+
+
 async def raw_client(port: int, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A TCP connection that has completed the opening handshake (the 101 read)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, **kwargs)

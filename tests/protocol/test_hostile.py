@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import websockets
 from realserver import (
+    accept_and_wait,
     close_code,
     header,
     mask_frame,
@@ -34,14 +35,6 @@ MiB = 1 << 20
 
 def run(coro: Any, timeout: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def accept_and_wait(scope: Any, receive: Any, send: Any) -> None:
-    """Accepts, then receives only the disconnect: an app that never lags behind on purpose."""
-    await receive()
-    await send({"type": "websocket.accept"})
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
 
 
 async def no_frame_within(reader: asyncio.StreamReader, seconds: float) -> bool:

@@ -10,7 +10,7 @@ import collections
 import gc
 from typing import Any
 
-from realserver import raw_client, serve
+from realserver import accept_and_wait, raw_client, serve
 
 from turbows.uvicorn import WebSocketProtocol
 
@@ -19,13 +19,6 @@ CONNECTIONS = 20
 
 def run(coro: Any, timeout: float = 60) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-async def accept_and_wait(scope: Any, receive: Any, send: Any) -> None:
-    await receive()
-    await send({"type": "websocket.accept"})
-    while (await receive())["type"] != "websocket.disconnect":
-        pass
 
 
 async def idle_clients(port: int, n: int) -> list[Any]:
