@@ -63,10 +63,20 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Every port free_port() has handed out in this process.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, and never one handed out before: the kernel may offer a port it just got
+    back again, and a cluster's node and bus ports (taken one after another) must all differ."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class RedisServer:
