@@ -961,8 +961,11 @@ cdef class WebSocketProtocol(FrameReader):
             return self._send_compressed(opcode, data, n)
         if n >= _WRITE_APART and opcode == OP_BINARY:
             # A large payload goes to the transport as it is, after its own header,
-            # with no copy into a frame (uvloop writes both with one writev).
-            self.transport.writelines((frame_header(0x80 | opcode, n), payload))
+            # with no copy into a frame. Two writes, not writelines(): asyncio's
+            # selector transport on 3.12+ does not apply flow control in writelines()
+            # (no pause_writing however much it buffers).
+            self._write(frame_header(0x80 | opcode, n))
+            self._write(payload)
             return 0
         self._write(frame(0x80 | opcode, data, n))
         return 0
